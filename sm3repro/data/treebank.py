@@ -1,0 +1,220 @@
+"""Reading and validating dependency treebanks (CoNLL-U and CoNLL-X).
+
+Both formats have ten tab-separated columns in the same positions; CoNLL-X's CPOSTAG/POSTAG
+sit where CoNLL-U has UPOS/XPOS. Multiword-token lines (``3-4``) and empty nodes (``8.1``)
+are skipped. Every problem is reported as ``file:line: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import conllu
+from conllu.parser import ParseException, parse_id_value, parse_int_value
+
+N_COLUMNS = 10
+ID, FORM, LEMMA, UPOS, XPOS, FEATS, HEAD, DEPREL, DEPS, MISC = range(N_COLUMNS)
+
+
+class TreebankError(ValueError):
+    """A malformed treebank file; the message names the file and line."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, problem: str) -> None:
+        self.path, self.line, self.problem = str(path), line, problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass
+class Sentence:
+    """One sentence's syntactic words (no multiword tokens or empty nodes), 1-based in HEAD."""
+
+    forms: list[str]
+    lemmas: list[str]
+    upos: list[str]
+    xpos: list[str]
+    heads: list[int]
+    deprels: list[str]
+    comments: list[str] = field(default_factory=list)
+    line: int = 0  # line of the sentence's first token, for messages
+
+    def __len__(self) -> int:
+        return len(self.forms)
+
+    def is_projective(self) -> bool:
+        """True when no two arcs cross (with the root arc included)."""
+        arcs = [(min(d, h), max(d, h)) for d, h in enumerate(self.heads, start=1)]
+        for i, (a, b) in enumerate(arcs):
+            for c, d in arcs[i + 1 :]:
+                if a < c < b < d or c < a < d < b:
+                    return False
+        return True
+
+
+def _tree_problem(heads: Sequence[int]) -> str | None:
+    """Why ``heads`` (1-based, 0 = root) is not a tree, or None when it is one."""
+    n = len(heads)
+    roots = [i for i, h in enumerate(heads, start=1) if h == 0]
+    if not roots:
+        return "no token has HEAD 0 (the sentence has no root)"
+    if len(roots) > 1:
+        return f"several tokens have HEAD 0 (tokens {', '.join(map(str, roots))}): expected one root"
+    state = [0] * (n + 1)  # 0 unvisited, 1 on current path, 2 reaches the root
+    state[0] = 2
+    for start in range(1, n + 1):
+        path, node = [], start
+        while state[node] == 0:
+            state[node] = 1
+            path.append(node)
+            node = heads[node - 1]
+        if state[node] == 1:
+            cycle = path[path.index(node) :]
+            return "HEAD values form a cycle through tokens " + " -> ".join(map(str, cycle + [node]))
+        for p in path:
+            state[p] = 2
+    return None
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise TreebankError(path, None, "no such file")
+    if path.is_dir():
+        raise TreebankError(path, None, "is a directory, expected a treebank file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as err:
+        # utf-8-sig reports positions after the stripped byte-order mark; undo that offset.
+        pos = err.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        line = data.count(b"\n", 0, pos) + 1
+        raise TreebankError(path, line, f"invalid UTF-8 (byte 0x{data[pos]:02x})") from None
+
+
+def read_treebank(path: str | os.PathLike) -> list[Sentence]:
+    """Read and validate every sentence of a CoNLL-U or CoNLL-X file."""
+    path = Path(path)
+    sentences: list[Sentence] = []
+    rows: list[list[str]] = []
+    comments: list[str] = []
+    first_line = 0
+    saw_content = False
+
+    def close(line_no: int) -> None:
+        nonlocal rows, comments
+        if not rows:
+            comments = []
+            return
+        heads = []
+        n = len(rows)
+        for lineno, cols in rows:
+            try:
+                head = parse_int_value(cols[HEAD])
+            except ParseException:
+                head = None
+            if head is None:
+                raise TreebankError(path, lineno, f"HEAD {cols[HEAD]!r} is not an integer")
+            if not 0 <= head <= n:
+                raise TreebankError(
+                    path, lineno, f"HEAD {head} is out of range: the sentence has {n} words"
+                )
+            if head == int(cols[ID]):
+                raise TreebankError(path, lineno, f"token {head} has itself as HEAD (self-loop)")
+            heads.append(head)
+        problem = _tree_problem(heads)
+        if problem:
+            raise TreebankError(path, first_line, problem)
+        sentences.append(
+            Sentence(
+                forms=[c[FORM] for _, c in rows],
+                lemmas=[c[LEMMA] for _, c in rows],
+                upos=[c[UPOS] for _, c in rows],
+                xpos=[c[XPOS] for _, c in rows],
+                heads=heads,
+                deprels=[c[DEPREL] for _, c in rows],
+                comments=comments,
+                line=first_line,
+            )
+        )
+        rows, comments = [], []
+
+    text = _read_text(path)
+    line_no = 0
+    for line_no, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            close(line_no)
+            continue
+        saw_content = True
+        if line.startswith("#"):
+            if rows:
+                raise TreebankError(path, line_no, "comment line inside a sentence")
+            comments.append(line.rstrip())
+            continue
+        cols = line.split("\t")
+        if len(cols) != N_COLUMNS:
+            raise TreebankError(
+                path, line_no, f"expected {N_COLUMNS} tab-separated columns, found {len(cols)}"
+            )
+        try:
+            token_id = parse_id_value(cols[ID])
+        except ParseException:
+            token_id = None
+        if token_id is None:
+            raise TreebankError(path, line_no, f"ID {cols[ID]!r} is not a valid token ID")
+        if isinstance(token_id, tuple):  # multiword token (3-4) or empty node (8.1)
+            continue
+        expected = len(rows) + 1
+        if token_id != expected:
+            kind = "duplicate" if token_id < expected else "skipped"
+            raise TreebankError(
+                path, line_no, f"token ID {token_id} out of sequence ({kind}): expected {expected}"
+            )
+        if not rows:
+            first_line = line_no
+        rows.append((line_no, cols))
+    close(line_no + 1)  # a missing final blank line is tolerated
+
+    if not saw_content:
+        raise TreebankError(path, None, "the file is empty")
+    if not sentences:
+        raise TreebankError(path, None, "the file has no sentences (only comments)")
+    return sentences
+
+
+def write_conllu(
+    path: str | os.PathLike,
+    sentences: Sequence[Sentence],
+    heads: Iterable[Sequence[int]] | None = None,
+    deprels: Iterable[Sequence[str]] | None = None,
+) -> None:
+    """Write sentences as CoNLL-U, optionally with predicted heads and relations."""
+    heads = heads if heads is not None else (s.heads for s in sentences)
+    deprels = deprels if deprels is not None else (s.deprels for s in sentences)
+    chunks = []
+    for sent, sent_heads, sent_rels in zip(sentences, heads, deprels, strict=True):
+        tokens = conllu.TokenList(
+            [
+                {
+                    "id": i,
+                    "form": sent.forms[i - 1],
+                    "lemma": sent.lemmas[i - 1],
+                    "upos": sent.upos[i - 1],
+                    "xpos": sent.xpos[i - 1],
+                    "feats": None,
+                    "head": int(sent_heads[i - 1]),
+                    "deprel": sent_rels[i - 1],
+                    "deps": None,
+                    "misc": None,
+                }
+                for i in range(1, len(sent) + 1)
+            ]
+        )
+        body = tokens.serialize()
+        chunks.append("".join(c + "\n" for c in sent.comments) + body)
+    from sm3repro.records import atomic_write_text  # local import: records imports nothing heavy
+
+    atomic_write_text(path, "".join(chunks))

@@ -1,0 +1,1 @@
+"""The Chen & Manning (2014) arc-standard parser: transitions, features, model, decoding."""

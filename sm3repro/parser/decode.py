@@ -1,0 +1,82 @@
+"""Batched greedy decoding: every sentence advances one transition per step, in lockstep.
+
+Illegal transitions are masked with -inf, so every output is a single-rooted tree. With
+``precompute`` the first layer is read from a table of embedding x weight products built for the
+ids actually present (Chen & Manning's trick), which removes the big matmul from every step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sm3repro.parser.features import N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES, extract
+from sm3repro.parser.model import ChenManningParser, activate
+from sm3repro.parser.transitions import ArcStandardBatch, EncodedCorpus, run_transitions
+
+
+class _FirstLayerTable:
+    """Per-feature-position products of embeddings and the first layer's weight slices."""
+
+    def __init__(self, model: ChenManningParser, corpus: EncodedCorpus) -> None:
+        d = model.embed_dim
+        w_slices = model.hidden1.weight.detach().view(model.hidden1.out_features, -1, d)
+        present = np.unique(corpus.words)
+        present = np.union1d(present, [0, 1, 2])  # NULL, ROOT, UNK always appear
+        self.word_compact = np.full(model.word_embed.num_embeddings, -1, dtype=np.int64)
+        self.word_compact[present] = np.arange(len(present))
+        tables, offsets, offset = [], [], 0
+        groups = (
+            (model.word_embed.weight[torch.from_numpy(present)], N_WORD_FEATURES),
+            (model.tag_embed.weight, N_TAG_FEATURES),
+            (model.label_embed.weight, N_LABEL_FEATURES),
+        )
+        position = 0
+        for emb, count in groups:
+            emb = emb.detach()
+            for _ in range(count):
+                tables.append(emb @ w_slices[:, position, :].T)
+                offsets.append(offset)
+                offset += emb.shape[0]
+                position += 1
+        self.table = torch.cat(tables)  # [sum of rows, hidden1]
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.bias = model.hidden1.bias.detach()
+
+    def __call__(self, features: np.ndarray) -> torch.Tensor:
+        idx = features.astype(np.int64)
+        idx[:, :N_WORD_FEATURES] = self.word_compact[idx[:, :N_WORD_FEATURES]]
+        idx += self.offsets
+        return F.embedding_bag(torch.from_numpy(idx), self.table, mode="sum") + self.bias
+
+
+@torch.no_grad()
+def parse(
+    model: ChenManningParser, corpus: EncodedCorpus, precompute: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy parses: ``heads`` and relation indices, each ``[S, W]`` (column 0 is ROOT)."""
+    was_training = model.training
+    model.eval()
+    n_relations = (model.output.out_features - 1) // 2
+    first_layer = _FirstLayerTable(model, corpus) if precompute else None
+    # Transition t belongs to group 0 (SHIFT), 1 (LEFT-ARC) or 2 (RIGHT-ARC).
+    group = torch.tensor([0] + [1] * n_relations + [2] * n_relations)
+
+    def choose(state: ArcStandardBatch, active: np.ndarray, step: int) -> np.ndarray:
+        features = extract(state, active)
+        if first_layer is not None:
+            h = activate(first_layer(features), model.activation)
+            scores = model.output(activate(model.hidden2(h), model.activation))
+        else:
+            scores = model(torch.from_numpy(features))
+        legal = torch.from_numpy(state.legal(active))[:, group]
+        scores = scores.masked_fill(~legal, float("-inf"))
+        return scores.argmax(dim=1).numpy()
+
+    try:
+        state = run_transitions(corpus, n_relations, choose)
+    finally:
+        model.train(was_training)
+    shape = corpus.words.shape
+    return state.head.reshape(shape), state.rel.reshape(shape)

@@ -1,0 +1,111 @@
+"""Chen & Manning (2014) features and the featurized training set (cached on disk).
+
+48 features per configuration: 18 words, 18 POS tags and 12 labels. The 18 token positions are
+the top three stack items, the first three buffer items, the first/second leftmost and rightmost
+children of s1 and s2, and the leftmost-of-leftmost / rightmost-of-rightmost children of s1 and
+s2; labels are read for the 12 child positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sm3repro.parser.transitions import (
+    ArcStandardBatch,
+    EncodedCorpus,
+    run_transitions,
+    step_offsets,
+)
+
+# Bump when the feature layout or oracle changes: it invalidates cached training sets.
+FEATURE_VERSION = 1
+N_WORD_FEATURES, N_TAG_FEATURES, N_LABEL_FEATURES = 18, 18, 12
+N_FEATURES = N_WORD_FEATURES + N_TAG_FEATURES + N_LABEL_FEATURES
+
+
+def extract(state: ArcStandardBatch, active: np.ndarray) -> np.ndarray:
+    """``[len(active), 48]`` int32 feature ids for the active sentences' configurations."""
+    base = state.base[active][:, None]
+    s1, s2, s3 = (state.stack_top(active, k) for k in (1, 2, 3))
+    b1, b2, b3 = (state.buffer(active, k) for k in (1, 2, 3))
+    b = base[:, 0]
+    lc1, lc2, rc1, rc2 = state.lc1, state.lc2, state.rc1, state.rc2
+    s1_lc1, s1_rc1 = lc1[b + s1], rc1[b + s1]
+    s2_lc1, s2_rc1 = lc1[b + s2], rc1[b + s2]
+    children = np.stack(
+        [
+            s1_lc1, s1_rc1, lc2[b + s1], rc2[b + s1],
+            s2_lc1, s2_rc1, lc2[b + s2], rc2[b + s2],
+            lc1[b + s1_lc1], rc1[b + s1_rc1], lc1[b + s2_lc1], rc1[b + s2_rc1],
+        ],
+        axis=1,
+    )  # fmt: skip
+    tokens = np.concatenate([np.stack([s1, s2, s3, b1, b2, b3], axis=1), children], axis=1)
+    flat_tokens = tokens + base
+    out = np.empty((len(active), N_FEATURES), dtype=np.int32)
+    out[:, :N_WORD_FEATURES] = state.words[flat_tokens]
+    out[:, N_WORD_FEATURES : N_WORD_FEATURES + N_TAG_FEATURES] = state.tags[flat_tokens]
+    out[:, N_WORD_FEATURES + N_TAG_FEATURES :] = state.label_feat[children + base]
+    return out
+
+
+def oracle_examples(corpus: EncodedCorpus, n_relations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every oracle configuration of every sentence: features ``[N, 48]`` and gold transitions.
+
+    Rows are grouped by sentence, in corpus order, whatever the batching. Sentences must be
+    projective (the static oracle cannot reach a non-projective tree).
+    """
+    starts = step_offsets(corpus)
+    total = int(2 * corpus.lengths.sum())
+    features = np.empty((total, N_FEATURES), dtype=np.int32)
+    gold = np.empty(total, dtype=np.int16)
+
+    def record(state: ArcStandardBatch, active: np.ndarray, step: int) -> np.ndarray:
+        rows = starts[active] + step
+        features[rows] = extract(state, active)
+        transitions = state.oracle(active)
+        gold[rows] = transitions
+        return transitions
+
+    run_transitions(corpus, n_relations, record, oracle=True)
+    return features, gold
+
+
+def cache_key(*parts: str | bytes) -> str:
+    """A short digest of everything the featurized set depends on."""
+    h = hashlib.sha256(f"features-v{FEATURE_VERSION}".encode())
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def load_or_build(
+    cache_dir: str | os.PathLike | None,
+    key: str,
+    build,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Cached ``(features, gold)`` under ``cache_dir/key.npz``, built and saved when absent.
+
+    Returns a flag saying whether the cache was hit. A damaged cache file is rebuilt.
+    """
+    path = Path(cache_dir) / f"train-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            with np.load(path) as data:
+                return data["features"], data["gold"], True
+        except Exception as err:  # a truncated or foreign file: rebuild it
+            import warnings
+
+            warnings.warn(f"feature cache {path} is unreadable ({err}); rebuilding", stacklevel=2)
+    features, gold = build()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, features=features, gold=gold)
+        os.replace(tmp, path)
+    return features, gold, False
