@@ -17,9 +17,12 @@ import http.client
 import io
 import logging
 import os
+import socket
 import sys
 import tempfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +32,8 @@ log = logging.getLogger(__name__)
 EWT_RELEASE = "r2.16"
 BASE_URL = f"https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/{EWT_RELEASE}/"
 
-# split -> file name, and file name -> pinned SHA-256 (the files in /work/shared's mirror).
+# split -> file name, and file name -> pinned SHA-256 of the r2.16 files the study uses
+# (the training pipeline records these in run provenance).
 EWT_FILES: dict[str, str] = {
     "train": "en_ewt-ud-train.conllu",
     "dev": "en_ewt-ud-dev.conllu",
@@ -60,6 +64,9 @@ HOW_TO_PROVIDE = (
 )
 
 _CHUNK = 1 << 20
+# How long to wait for the server to answer at all before giving up (seconds; capped by the
+# caller's timeout). Kept short so a machine without network fails in seconds, not minutes.
+CONNECT_TIMEOUT = 5.0
 
 
 class DownloadError(RuntimeError):
@@ -112,15 +119,48 @@ def _copy_from_mirror(mirror: Path, dest: Path, name: str, expected: str | None)
         _write_verified(dest, name, fh, expected, origin=str(source))
 
 
+def _check_reachable(url: str, timeout: float) -> None:
+    """Raise OSError unless a TCP connection to ``url``'s server opens within ``timeout`` s.
+
+    urlopen's timeout does not cover the DNS lookup, which can stall for many seconds on a
+    machine without network, so the lookup and connect run in a daemon thread we stop
+    waiting for. Skipped behind a proxy, where only the proxy must be reachable.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in urllib.request.getproxies() or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[OSError | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise TimeoutError(f"no answer from {parts.hostname} within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def _download(url: str, dest: Path, name: str, expected: str, timeout: float) -> None:
     try:
-        # The timeout bounds the connection and each read, so a dead network fails fast.
+        _check_reachable(url, min(timeout, CONNECT_TIMEOUT))
+        # From here the timeout bounds each socket operation, so a stalled transfer ends too.
         with urllib.request.urlopen(url, timeout=timeout) as response:
             _write_verified(dest, name, response, expected, origin=url)
     except DownloadError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        reason = getattr(err, "reason", err)
+        if isinstance(err, urllib.error.HTTPError):
+            reason = f"HTTP {err.code} {err.reason}"
+        else:
+            reason = getattr(err, "reason", err)
         raise DownloadError(
             f"could not download {name} from {url}: {reason}\n" + HOW_TO_PROVIDE.format(dest=dest)
         ) from None
@@ -138,7 +178,8 @@ def fetch_ewt(
     Files already in ``dest`` with the right checksum are kept. With ``mirror`` the files
     are copied from that folder (and its LICENSE.txt too, if it has one); otherwise they
     are downloaded from ``base_url`` (default :data:`BASE_URL`). Without a license file
-    from the mirror, a short attribution note (ATTRIBUTION.txt) is written next to them. Raises :class:`DownloadError` on any failure.
+    from the mirror, a short attribution note (ATTRIBUTION.txt) is written next to them.
+    Raises :class:`DownloadError` on any failure, after the first file that fails.
     """
     dest = Path(dest)
     mirror = Path(mirror) if mirror is not None else None
@@ -189,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         help="folder holding the three .conllu files (default: $DATA_MIRROR if set)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="network timeout, seconds")
-    parser.add_argument("--base-url", default=BASE_URL, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--base-url", default=BASE_URL, help="where the release files live (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     mirror = args.mirror
     if mirror is None and os.environ.get("DATA_MIRROR"):
@@ -198,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         paths = fetch_ewt(args.dest, mirror, args.timeout, base_url=args.base_url)
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # e.g. an unwritable destination: a message, not a traceback
+    except (DownloadError, OSError) as err:  # OSError: e.g. an unwritable destination
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"UD English-EWT {EWT_RELEASE} ready in {args.dest}: {len(paths)} files verified")

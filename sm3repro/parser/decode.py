@@ -26,21 +26,24 @@ class _FirstLayerTable:
         present = np.union1d(present, [0, 1, 2])  # NULL, ROOT, UNK always appear
         self.word_compact = np.full(model.word_embed.num_embeddings, -1, dtype=np.int64)
         self.word_compact[present] = np.arange(len(present))
-        tables, offsets, offset = [], [], 0
         groups = (
             (model.word_embed.weight[torch.from_numpy(present)], N_WORD_FEATURES),
             (model.tag_embed.weight, N_TAG_FEATURES),
             (model.label_embed.weight, N_LABEL_FEATURES),
         )
-        position = 0
+        hidden = model.hidden1.out_features
+        rows = sum(emb.shape[0] * count for emb, count in groups)
+        self.table = torch.empty(rows, hidden)
+        offsets, row, position = [], 0, 0
         for emb, count in groups:
-            emb = emb.detach()
-            for _ in range(count):
-                tables.append(emb @ w_slices[:, position, :].T)
-                offsets.append(offset)
-                offset += emb.shape[0]
-                position += 1
-        self.table = torch.cat(tables)  # [sum of rows, hidden1]
+            n = emb.shape[0]
+            # [count, d, hidden] weight slices; one batched matmul fills this group's block.
+            weights = w_slices[:, position : position + count, :].permute(1, 2, 0)
+            block = self.table[row : row + count * n].view(count, n, hidden)
+            torch.matmul(emb.detach().unsqueeze(0), weights, out=block)
+            offsets.extend(row + k * n for k in range(count))
+            row += count * n
+            position += count
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.bias = model.hidden1.bias.detach()
 
@@ -78,5 +81,4 @@ def parse(
         state = run_transitions(corpus, n_relations, choose)
     finally:
         model.train(was_training)
-    shape = corpus.words.shape
-    return state.head.reshape(shape), state.rel.reshape(shape)
+    return state.padded(state.head), state.padded(state.rel)

@@ -18,7 +18,6 @@ from sm3repro.parser.transitions import (
     ArcStandardBatch,
     EncodedCorpus,
     run_transitions,
-    step_offsets,
 )
 
 # Bump when the feature layout or oracle changes: it invalidates cached training sets.
@@ -56,16 +55,19 @@ def extract(state: ArcStandardBatch, active: np.ndarray) -> np.ndarray:
 def oracle_examples(corpus: EncodedCorpus, n_relations: int) -> tuple[np.ndarray, np.ndarray]:
     """Every oracle configuration of every sentence: features ``[N, 48]`` and gold transitions.
 
-    Rows are grouped by sentence, in corpus order, whatever the batching. Sentences must be
+    Rows are in step-major order: all sentences' first configurations (longest sentence first),
+    then all second ones, and so on; the order depends on the corpus alone. Sentences must be
     projective (the static oracle cannot reach a non-projective tree).
     """
-    starts = step_offsets(corpus)
     total = int(2 * corpus.lengths.sum())
     features = np.empty((total, N_FEATURES), dtype=np.int32)
     gold = np.empty(total, dtype=np.int16)
+    cursor = 0
 
     def record(state: ArcStandardBatch, active: np.ndarray, step: int) -> np.ndarray:
-        rows = starts[active] + step
+        nonlocal cursor
+        rows = slice(cursor, cursor + len(active))
+        cursor += len(active)
         features[rows] = extract(state, active)
         transitions = state.oracle(active)
         gold[rows] = transitions

@@ -3,8 +3,8 @@
 Transition ids: 0 is SHIFT, ``1 + r`` is LEFT-ARC(r) and ``1 + R + r`` is RIGHT-ARC(r) for
 relation index ``r`` of ``R``. Each sentence of ``n`` words takes exactly ``2n`` transitions.
 
-Every sentence owns a row of width ``W = max_len + 2``: position 0 is ROOT, 1..n its words and
-``W - 1`` a NULL slot that stands for "no such token" in features. Children are tracked
+Every sentence has local positions 0 (ROOT), 1..n (its words) and n + 1, a NULL slot that stands
+for "no such token" in features. Children are tracked
 incrementally: in arc-standard a new left child is always the new leftmost one and a new right
 child the new rightmost, so no arc list is ever rescanned.
 """
@@ -67,39 +67,53 @@ def encode(sentences: Sequence[Sentence], vocab: Vocab) -> EncodedCorpus:
 
 
 class ArcStandardBatch:
-    """The parser state of a batch of sentences, advanced one transition at a time for all."""
+    """The parser state of a batch of sentences, advanced one transition at a time for all.
+
+    Sentence ``b`` owns ``n_b + 2`` consecutive slots of every flat array, from ``base[b]``:
+    local position 0 is ROOT, 1..n the words and ``n + 1`` its NULL slot. Keeping rows only as
+    long as each sentence makes the arrays ~10x smaller than padding to the longest one.
+    """
 
     def __init__(self, corpus: EncodedCorpus, n_relations: int) -> None:
         self.corpus = corpus
         self.n_relations = n_relations
-        S, W = len(corpus), corpus.width
-        self.W = W
-        self.null = W - 1
         self.n = corpus.lengths.astype(np.int64)
-        self.base = np.arange(S, dtype=np.int64) * W
-        self.stack = np.zeros(S * W, dtype=np.int64)  # row b: stack of sentence b, ROOT at 0
+        self.null = self.n + 1
+        widths = self.n + 2
+        self.base = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        total = int(widths.sum())
+        # Slot (b, j) of the padded corpus arrays, for j <= n_b + 1, in row-major order.
+        self._slots = np.arange(corpus.width) <= self.null[:, None]
+        self.words = corpus.words[self._slots]
+        self.tags = corpus.tags[self._slots]
+        S = len(corpus)
+        self.stack = np.zeros(total, dtype=np.int64)  # stack of sentence b from base[b], ROOT first
         self.depth = np.ones(S, dtype=np.int64)
         self.next = np.ones(S, dtype=np.int64)  # buffer front (n + 1 when empty)
-        self.head = np.full(S * W, -1, dtype=np.int64)
-        self.rel = np.full(S * W, -1, dtype=np.int64)
-        self.label_feat = np.full(S * W, NULL_ID, dtype=np.int32)  # label ids seen by features
-        self.n_children = np.zeros(S * W, dtype=np.int64)
-        null = np.full(S * W, self.null, dtype=np.int64)
+        self.head = np.full(total, -1, dtype=np.int64)
+        self.rel = np.full(total, -1, dtype=np.int64)
+        self.label_feat = np.full(total, NULL_ID, dtype=np.int32)  # label ids seen by features
+        self.n_children = np.zeros(total, dtype=np.int64)
+        null = np.repeat(self.null, widths)
         self.lc1, self.lc2, self.rc1, self.rc2 = null, null.copy(), null.copy(), null.copy()
-        self.words = corpus.words.reshape(-1)
-        self.tags = corpus.tags.reshape(-1)
+
+    def padded(self, flat: np.ndarray, fill: int = -1) -> np.ndarray:
+        """A flat per-slot array laid out as the corpus's ``[S, W]`` arrays."""
+        out = np.full(self._slots.shape, fill, dtype=flat.dtype)
+        out[self._slots] = flat
+        return out
 
     # -- reading the state ---------------------------------------------------------------
     def stack_top(self, active: np.ndarray, k: int) -> np.ndarray:
         """Local position of the k-th stack item from the top (1-based), NULL when absent."""
         depth = self.depth[active]
         pos = self.stack[self.base[active] + np.maximum(depth - k, 0)]
-        return np.where(depth >= k, pos, self.null)
+        return np.where(depth >= k, pos, self.null[active])
 
     def buffer(self, active: np.ndarray, k: int) -> np.ndarray:
         """Local position of the k-th buffer item (1-based), NULL when absent."""
         pos = self.next[active] + (k - 1)
-        return np.where(pos <= self.n[active], pos, self.null)
+        return np.where(pos <= self.n[active], pos, self.null[active])
 
     def done(self) -> np.ndarray:
         return (self.depth == 1) & (self.next > self.n)
@@ -116,8 +130,7 @@ class ArcStandardBatch:
         s1 has all its children; else SHIFT."""
         base = self.base[active]
         s1, s2 = self.stack_top(active, 1), self.stack_top(active, 2)
-        gold_head = self.corpus.heads.reshape(-1)
-        gold_rel = self.corpus.relations.reshape(-1)
+        gold_head, gold_rel = self.gold_head, self.gold_rel
         two = self.depth[active] >= 2
         left = two & (s2 != 0) & (gold_head[base + s2] == s1)
         right = (
@@ -132,11 +145,13 @@ class ArcStandardBatch:
         return out
 
     def prepare_oracle(self) -> None:
-        """Count each token's gold children (the oracle's RIGHT-ARC condition)."""
-        heads = self.corpus.heads
-        S, W = heads.shape
-        rows, cols = np.nonzero(heads >= 0)
-        self.gold_children = np.bincount(rows * W + heads[rows, cols], minlength=S * W)
+        """Flatten the gold tree and count each token's gold children (RIGHT-ARC's condition)."""
+        self.gold_head = self.corpus.heads[self._slots].astype(np.int64)
+        self.gold_rel = self.corpus.relations[self._slots].astype(np.int64)
+        owner = np.repeat(np.arange(len(self.n)), self.n + 2)
+        has_head = self.gold_head >= 0
+        targets = self.base[owner[has_head]] + self.gold_head[has_head]
+        self.gold_children = np.bincount(targets, minlength=len(self.gold_head))
 
     # -- changing it ----------------------------------------------------------------------
     def apply(self, active: np.ndarray, transitions: np.ndarray) -> None:
@@ -180,7 +195,7 @@ def run_transitions(
     corpus: EncodedCorpus, n_relations: int, policy: Policy, oracle: bool = False
 ) -> ArcStandardBatch:
     """Drive every sentence to its final tree, asking ``policy(state, active, step)`` for one
-    transition per active sentence at each step. Returns the final state (``head``/``rel``)."""
+    transition per active sentence at each step. Returns the final state; ``state.padded(state.head)`` gives ``[S, W]`` heads."""
     state = ArcStandardBatch(corpus, n_relations)
     if oracle:
         state.prepare_oracle()
@@ -192,9 +207,3 @@ def run_transitions(
         active = order[: np.searchsorted(neg_steps, -step, side="left")]
         state.apply(active, policy(state, active, step))
     return state
-
-
-def step_offsets(corpus: EncodedCorpus) -> np.ndarray:
-    """Row of each sentence's first configuration when all ``2n`` are laid out in order."""
-    n_steps = 2 * corpus.lengths
-    return np.concatenate([[0], np.cumsum(n_steps)[:-1]]).astype(np.int64)

@@ -1,0 +1,1 @@
+"""Treebank reading, vocabularies and the EWT download."""

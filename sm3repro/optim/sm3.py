@@ -1,0 +1,460 @@
+"""SM3 (Anil, Gupta, Koren & Singer, 2019): Adagrad-like adaptivity with sublinear memory.
+
+Layout follows ``torch/optim/adagrad.py``: the :class:`SM3` class gathers parameters, gradients
+and state, and :func:`sm3` is the functional core that does the arithmetic in place.
+:func:`sm3_preconditioner` is a small, straightforward (out-of-place) reference for the
+preconditioner ``nu_t`` of one step; tests use it to check the fast path and Proposition 2.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["SM3", "sm3", "sm3_preconditioner"]
+
+VARIANTS = ("i", "ii")
+COVERS = ("dims", "rows", "singleton")
+
+# Non-negative IEEE floats order exactly like their bit patterns read as signed integers, and
+# integer max-reductions are several times faster than float ones on CPU (no NaN bookkeeping).
+# Every tensor reduced below is non-negative, so reductions run on these integer views.
+_BITS = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+# Reducing a tall, narrow matrix down its columns is slow; regrouping rows into rows about this
+# many elements wide and reducing twice is much faster (measured on the parser's embedding).
+_WIDE_ROW = 1024
+
+
+def _bits(t: Tensor) -> Tensor:
+    int_dtype = _BITS.get(t.dtype)
+    return t if int_dtype is None else t.view(int_dtype)
+
+
+def _cover_kind(shape: torch.Size, accumulators: Sequence[Tensor]) -> str:
+    """Which cover a list of accumulators represents, from their shapes alone (unambiguous)."""
+    if len(accumulators) == 1 and accumulators[0].shape == shape:
+        return "singleton"
+    if len(shape) >= 2:
+        if len(accumulators) == 1 and accumulators[0].shape == (shape[0],):
+            return "rows"
+        if len(accumulators) == len(shape) and all(
+            acc.shape == (size,) for acc, size in zip(accumulators, shape, strict=True)
+        ):
+            return "dims"
+    got = [tuple(acc.shape) for acc in accumulators]
+    raise ValueError(f"SM3 accumulators of shapes {got} match no cover of a parameter {tuple(shape)}")
+
+
+def _initial_accumulators(param: Tensor, cover: str, sparse: bool) -> list[Tensor]:
+    # Start at the smallest positive normal number instead of 0: far below the rounding unit of
+    # any squared gradient that matters (so the arithmetic is unchanged), but it keeps nu > 0,
+    # so a coordinate that never had a nonzero gradient gets 0 * finite = 0 and no NaN, with no
+    # clamp pass over the full tensor.
+    fill = torch.finfo(param.dtype).tiny
+    options = {"dtype": param.dtype, "device": param.device}
+    if cover == "singleton" or param.dim() <= 1:
+        return [torch.full(param.shape, fill, **options)]
+    if cover == "rows" or sparse:
+        # Sparse gradients touch only some rows; a column accumulator would be touched by every
+        # step and need a pass over all rows, so sparse parameters keep row accumulators only.
+        return [torch.full((param.shape[0],), fill, **options)]
+    return [torch.full((size,), fill, **options) for size in param.shape]
+
+
+def _broadcast_view(acc: Tensor, dim: int, ndim: int) -> Tensor:
+    """A 1-D accumulator for dimension ``dim`` viewed so that it broadcasts against the param."""
+    shape = [1] * ndim
+    shape[dim] = acc.numel()
+    return acc.view(shape)
+
+
+def _column_max_into(x: Tensor, out: Tensor) -> None:
+    """out = x.amax(0) for a contiguous 2-D x, regrouping tall inputs into wide rows first."""
+    rows, cols = x.shape
+    group = min(rows, max(1, _WIDE_ROW // max(cols, 1)))
+    if group <= 1:
+        torch.amax(x, 0, out=out)
+        return
+    whole = rows // group
+    wide = x[: whole * group].view(whole, group * cols).amax(0)
+    if whole * group < rows:
+        # max is idempotent, so the leftover rows can ride along in an overlapping last group.
+        torch.maximum(wide, x[rows - group :].reshape(group * cols), out=wide)
+    torch.amax(wide.view(group, cols), 0, out=out)
+
+
+def _max_except_into(src: Tensor, dim: int, out: Tensor) -> None:
+    """out[k] = max of the non-negative, contiguous ``src`` over the slice src.select(dim, k)."""
+    src_bits, out_bits = _bits(src), _bits(out)
+    outer = math.prod(src.shape[:dim])
+    size = src.shape[dim]
+    inner = math.prod(src.shape[dim + 1 :])
+    x = src_bits.view(outer, size, inner)
+    if inner > 1:
+        if outer == 1:
+            torch.amax(x.view(size, inner), 1, out=out_bits)
+            return
+        x = x.amax(2)  # (outer, size): small, reduced the fast way (contiguous inner dim)
+    else:
+        x = x.view(outer, size)
+    _column_max_into(x, out_bits)
+
+
+def _min_broadcast_into(views: Sequence[Tensor], out: Tensor) -> Tensor:
+    """out = elementwise min of broadcast accumulator views (one full-size write per extra view)."""
+    if len(views) == 1:
+        return out.copy_(views[0])
+    # Expanding the first view (free) makes the first op's result full-size even for rank >= 3.
+    torch.minimum(views[0].expand(out.shape), views[1], out=out)
+    for view in views[2:]:
+        torch.minimum(out, view, out=out)
+    return out
+
+
+def _inverse_root(src: Tensor, out: Tensor, eps: float) -> Tensor:
+    """out = 1 / (sqrt(src) + eps); ``out`` may be ``src`` itself."""
+    if eps == 0.0:
+        return torch.rsqrt(src, out=out)
+    torch.sqrt(src, out=out)
+    return out.add_(eps).reciprocal_()
+
+
+class _Workspace:
+    """Scratch memory for the one full-size temporary each step needs, reused across parameters
+    and steps (allocating ~4 MB per step costs page faults with glibc's default malloc).
+
+    It lives outside ``optimizer.state`` on purpose: it holds nothing between steps, is never
+    serialized, and is the same transient memory an allocating implementation would use.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+    def get(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
+        numel = math.prod(shape)
+        key = (dtype, device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(numel, dtype=dtype, device=device)
+            self._buffers[key] = buffer
+        return buffer[:numel].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+class SM3(Optimizer):
+    r"""SM3-I / SM3-II (Anil et al., 2019): Adagrad-like per-coordinate step sizes from a cover of
+    the coordinates by sets ``S_r``, storing one accumulator ``mu(r)`` per set.
+
+    With ``g`` the gradient:
+
+    * SM3-I:  ``mu_t(r) = mu_{t-1}(r) + max_{j in S_r} g_t(j)^2``;
+      ``nu_t(i) = min_{r: i in S_r} mu_t(r)``.
+    * SM3-II: ``nu_t(i) = min_{r: i in S_r} mu_{t-1}(r) + g_t(i)^2``;
+      ``mu_t(r) = max_{i in S_r} nu_t(i)``.
+
+    and then ``update = g / (sqrt(nu) + eps)`` (``eps`` is added *outside* the square root, as in
+    ``torch.optim.Adagrad``; with the default ``eps = 0`` this is the paper's rule exactly) and
+    ``w <- w - lr * update``. With ``momentum = beta > 0`` the update is first smoothed as in the
+    reference TensorFlow implementation, ``m <- beta * m + (1 - beta) * update`` (a moving
+    average, not heavy-ball), and ``w <- w - lr * m``; the buffer exists only when ``beta > 0``.
+
+    Covers (``cover``):
+
+    * ``"dims"`` (default): for a parameter of shape ``(d1, ..., dk)`` with ``k >= 2``, one set
+      per co-dimension-one slice (the rows and the columns of a matrix), so the state is
+      ``d1 + ... + dk`` numbers. Rank 0 and 1 parameters get a per-coordinate accumulator,
+      which is exactly Adagrad (as are shapes like ``(n, 1)``, because the set spanning the whole
+      tensor never attains the minimum).
+    * ``"rows"``: one set per slice along the first dimension (one number per row).
+    * ``"singleton"``: one set per coordinate (a full-size accumulator): exactly Adagrad with
+      ``eps`` outside the root, ``initial_accumulator_value = 0`` and no ``lr_decay``.
+
+    State per parameter: ``state["accumulators"]``, a list of tensors (1-D per-dimension tensors
+    for the ``"dims"`` cover, one row tensor for ``"rows"``, one parameter-shaped tensor
+    otherwise); ``state["momentum_buffer"]`` only when ``momentum > 0``; and ``state["step"]``, a
+    Python int. Parameters that never receive a gradient get no state.
+
+    Accumulators start at ``torch.finfo(dtype).tiny`` (about 1.2e-38 in float32) rather than 0.
+    That is below the rounding unit of any squared gradient that matters, so the results are
+    those of a zero start, but it keeps ``nu > 0``: a coordinate whose accumulators have only
+    ever seen zero gradients gets a zero update (``0 * finite``), never a NaN.
+
+    Sparse gradients (``nn.Embedding(sparse=True)``) are supported with the row cover: duplicate
+    indices are summed, and only the rows present in the gradient are read or written, so rows
+    absent from a batch keep their accumulators. Under ``cover="dims"`` a parameter whose first
+    gradient is sparse therefore keeps row accumulators (as the reference implementation does);
+    a sparse gradient for a parameter whose state already holds per-dimension accumulators is an
+    error, as is a sparse gradient with ``momentum > 0`` (the moving average would have to touch
+    every row).
+
+    Args:
+        params: parameters or parameter groups to optimize.
+        lr: learning rate ``eta`` (> 0). 0.01 is the study's value.
+        variant: ``"i"`` or ``"ii"`` (SM3-II's preconditioner is never larger than SM3-I's).
+        cover: ``"dims"``, ``"rows"`` or ``"singleton"`` (see above).
+        momentum: moving-average coefficient ``beta`` in ``[0, 1)``.
+        eps: added to ``sqrt(nu)`` before dividing (>= 0).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.01,
+        variant: str = "ii",
+        cover: str = "dims",
+        momentum: float = 0.0,
+        eps: float = 0.0,
+    ) -> None:
+        defaults = {"lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps}
+        _check_hyperparameters(defaults)
+        # Scratch for full-size temporaries; deliberately not part of the (serialized) state.
+        self._workspace = _Workspace()
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _check_hyperparameters(self.param_groups[-1])  # groups may override the defaults
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._workspace = _Workspace()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            accumulators: list[list[Tensor]] = []
+            momentum_buffers: list[Tensor | None] = []
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_complex() or not param.is_floating_point():
+                    raise TypeError(f"SM3 needs real floating-point parameters, got {param.dtype}")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["accumulators"] = _initial_accumulators(
+                        param, group["cover"], param.grad.is_sparse
+                    )
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = torch.zeros_like(
+                            param, memory_format=torch.preserve_format
+                        )
+                state["step"] += 1
+                params.append(param)
+                grads.append(param.grad)
+                accumulators.append(state["accumulators"])
+                momentum_buffers.append(state.get("momentum_buffer"))
+
+            sm3(
+                params,
+                grads,
+                accumulators,
+                momentum_buffers,
+                lr=group["lr"],
+                variant=group["variant"],
+                momentum=group["momentum"],
+                eps=group["eps"],
+                workspace=self._workspace,
+            )
+        return loss
+
+
+def _check_hyperparameters(group: dict[str, Any]) -> None:
+    lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+    if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"SM3: lr must be a finite number > 0, got {lr!r}")
+    if not (isinstance(momentum, numbers.Real) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"SM3: momentum must be in [0, 1), got {momentum!r}")
+    if not (isinstance(eps, numbers.Real) and eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"SM3: eps must be a finite number >= 0, got {eps!r}")
+    if group["variant"] not in VARIANTS:
+        raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {group['variant']!r}")
+    if group["cover"] not in COVERS:
+        raise ValueError(f"SM3: cover must be one of {COVERS}, got {group['cover']!r}")
+
+
+def sm3(
+    params: list[Tensor],
+    grads: list[Tensor],
+    accumulators: list[list[Tensor]],
+    momentum_buffers: list[Tensor | None],
+    *,
+    lr: float,
+    variant: str,
+    momentum: float = 0.0,
+    eps: float = 0.0,
+    workspace: _Workspace | None = None,
+) -> None:
+    """Functional SM3: update ``params``, ``accumulators`` and ``momentum_buffers`` in place.
+
+    See :class:`SM3` for the algorithm. ``accumulators[k]`` is parameter k's list of
+    accumulators; its cover is read from their shapes. ``workspace`` (optional) supplies
+    reusable scratch memory.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
+    workspace = workspace if workspace is not None else _Workspace()
+    for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
+        if param.numel() == 0:
+            continue
+        kind = _cover_kind(param.shape, accs)
+        if grad.is_sparse:
+            _sparse_step(param, grad, accs, kind, buf, lr=lr, variant=variant, eps=eps)
+            continue
+        scratch = workspace.get(param.shape, param.dtype, param.device)
+        if kind == "singleton":
+            # One set per coordinate: both variants reduce to Adagrad.
+            accs[0].addcmul_(grad, grad)
+            precond = _inverse_root(accs[0], scratch, eps)
+        elif variant == "ii":
+            precond = _dense_step_ii(grad, accs, kind, scratch, eps)
+        else:
+            precond = _dense_step_i(grad, accs, kind, scratch, eps)
+        # precond = 1 / (sqrt(nu) + eps), full-size or broadcastable against grad.
+        if buf is None:
+            param.addcmul_(grad, precond, value=-lr)
+        else:
+            buf.mul_(momentum).addcmul_(grad, precond, value=1.0 - momentum)
+            param.add_(buf, alpha=-lr)
+
+
+def _dense_step_ii(
+    grad: Tensor, accs: list[Tensor], kind: str, scratch: Tensor, eps: float
+) -> Tensor:
+    ndim = grad.dim()
+    nu = scratch
+    if kind == "rows":
+        # nu = mu_row + g^2 in one pass (addcmul broadcasts its input).
+        torch.addcmul(_broadcast_view(accs[0], 0, ndim), grad, grad, out=nu)
+    else:
+        _min_broadcast_into([_broadcast_view(a, j, ndim) for j, a in enumerate(accs)], nu)
+        nu.addcmul_(grad, grad)
+    # SM3-II defines mu_t(r) afresh as the max of nu_t over S_r (the old values entered through
+    # nu only), so reduce straight into the accumulators.
+    for dim, acc in enumerate(accs):
+        _max_except_into(nu, dim, acc)
+    return _inverse_root(nu, nu, eps)
+
+
+def _dense_step_i(
+    grad: Tensor, accs: list[Tensor], kind: str, scratch: Tensor, eps: float
+) -> Tensor:
+    ndim = grad.dim()
+    squares = torch.mul(grad, grad, out=scratch)
+    for dim, acc in enumerate(accs):
+        slice_max = torch.empty_like(acc)
+        _max_except_into(squares, dim, slice_max)
+        acc.add_(slice_max)
+    # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (also with eps):
+    # take roots of the short accumulators only and broadcast, no full-size square root.
+    inverse = [
+        _broadcast_view(_inverse_root(acc, torch.empty_like(acc), eps), dim, ndim)
+        for dim, acc in enumerate(accs)
+    ]
+    if len(inverse) == 1:
+        return inverse[0]  # rows cover: broadcasts in the update, no full-size write
+    out = torch.maximum(inverse[0].expand(scratch.shape), inverse[1], out=scratch)
+    for view in inverse[2:]:
+        torch.maximum(out, view, out=out)
+    return out
+
+
+def _sparse_step(
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    kind: str,
+    buf: Tensor | None,
+    *,
+    lr: float,
+    variant: str,
+    eps: float,
+) -> None:
+    if buf is not None:
+        raise RuntimeError(
+            "SM3: sparse gradients are not supported with momentum > 0 "
+            "(the moving average would have to decay every row)"
+        )
+    if kind == "dims":
+        raise RuntimeError(
+            "SM3: got a sparse gradient for a parameter whose state holds per-dimension "
+            "accumulators (its earlier gradients were dense); use cover='rows' for parameters "
+            "that receive sparse gradients"
+        )
+    grad = grad.coalesce()  # sums duplicate indices; the result must be used, not discarded
+    if grad.sparse_dim() != 1 or grad.dense_dim() != param.dim() - 1:
+        raise RuntimeError(
+            f"SM3: only row-sparse gradients (sparse_dim 1, like nn.Embedding's) are supported, "
+            f"got sparse_dim {grad.sparse_dim()} for a parameter of shape {tuple(param.shape)}"
+        )
+    rows = grad.indices()[0]
+    values = grad.values()  # (n, *param.shape[1:])
+    acc = accs[0]
+    mu = acc.index_select(0, rows)  # (n,) for rows, (n, ...) for singleton
+    squares = values * values
+    if kind == "singleton":
+        nu = mu.add_(squares)
+        acc.index_copy_(0, rows, nu)
+        precond = _inverse_root(nu, torch.empty_like(nu), eps)
+    elif variant == "ii":
+        nu = squares.add_(_broadcast_view(mu, 0, values.dim()))
+        new_mu = torch.empty_like(mu)
+        _max_except_into(nu, 0, new_mu)
+        acc.index_copy_(0, rows, new_mu)
+        precond = _inverse_root(nu, nu, eps)
+    else:
+        slice_max = torch.empty_like(mu)
+        _max_except_into(squares, 0, slice_max)
+        mu.add_(slice_max)
+        acc.index_copy_(0, rows, mu)
+        precond = _broadcast_view(_inverse_root(mu, slice_max, eps), 0, values.dim())
+    param.index_add_(0, rows, values * precond, alpha=-lr)
+
+
+def sm3_preconditioner(accumulators: Sequence[Tensor], grad: Tensor, variant: str) -> Tensor:
+    """Reference ``nu_t`` for one dense step, computed directly from the definitions.
+
+    ``accumulators`` is a parameter's state *before* the step (not modified); the cover is read
+    from their shapes. Returns a tensor shaped like ``grad`` with SM3-I's
+    ``nu_t(i) = min_{r: i in S_r} (mu_{t-1}(r) + max_{j in S_r} g_t(j)^2)`` or SM3-II's
+    ``nu_t(i) = min_{r: i in S_r} mu_{t-1}(r) + g_t(i)^2``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
+    kind = _cover_kind(grad.shape, accumulators)
+    squares = grad * grad
+    if kind == "singleton":
+        return accumulators[0] + squares
+    ndim = grad.dim()
+    views = []
+    for dim, acc in enumerate(accumulators):
+        if variant == "i":
+            others = [d for d in range(ndim) if d != dim]
+            acc = acc + (squares.amax(dim=others) if others else squares)
+        views.append(_broadcast_view(acc, dim, ndim))
+    nu = views[0].expand(grad.shape)
+    for view in views[1:]:
+        nu = torch.minimum(nu, view)
+    return nu + squares if variant == "ii" else nu.clone()

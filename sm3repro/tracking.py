@@ -1,0 +1,238 @@
+"""Experiment tracking: a no-op Tracker and a W&B-backed one.
+
+The local run record (metrics.jsonl, summary.json) is the source of truth; W&B is a mirror.
+So anything that goes wrong with W&B (no network, bad credentials, a timeout) becomes a
+warning and a no-op Tracker, never a failed training run.
+
+Facts about wandb 0.31 this relies on:
+- an explicit `mode=` passed to wandb.init beats the WANDB_MODE environment variable, so we
+  resolve the precedence (environment first) ourselves;
+- online without network blocks ~100 s then raises; Settings(init_timeout=...) bounds that;
+- system-metric sampling (x_disable_stats) costs CPU in the measured process tree and would
+  distort the CPU% we record, so it is off;
+- `import wandb` is slow and starts nothing by itself, but we still import it lazily so that
+  `logger.name: none` or `mode: disabled` runs never touch it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("online", "offline", "disabled")
+_MODE_ALIASES = {"dryrun": "offline"}  # W&B's old name for offline
+
+
+class Tracker:
+    """No-op tracker: the interface every tracker implements. Usable as a context manager."""
+
+    enabled = False
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def log_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def log_table(self, name: str, table: Any) -> None:
+        """`table` is a pandas.DataFrame."""
+
+    def log_image(self, name: str, path: str | Path) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # Always finish, and mark the run failed if the block raised; never mask the error.
+        self.finish(exit_code=1 if exc_type is not None else 0)
+
+
+def resolve_wandb_mode(config_mode: str | None) -> str:
+    """WANDB_MODE (environment) beats `logger.mode` (config); the default is offline."""
+    env = os.environ.get("WANDB_MODE", "").strip()
+    raw = env or (config_mode.strip() if isinstance(config_mode, str) else config_mode) or "offline"
+    mode = _MODE_ALIASES.get(str(raw).lower(), str(raw).lower())
+    if mode not in WANDB_MODES:
+        source = "WANDB_MODE" if env else "logger.mode"
+        raise ValueError(
+            f"invalid W&B mode {raw!r} (from {source}); logger.mode / WANDB_MODE must be one "
+            f"of {', '.join(WANDB_MODES)} (or 'dryrun', meaning offline)"
+        )
+    return mode
+
+
+def wandb_safe_id(run_id: str) -> str:
+    """A W&B run id from ours: W&B forbids characters such as :;,#?/' in ids.
+
+    When anything had to change, a short hash of the original keeps distinct ids distinct.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "-", run_id.strip())[:56]
+    if safe != run_id:
+        safe = f"{safe}-{hashlib.sha1(run_id.encode()).hexdigest()[:7]}"
+    return safe
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """Plain dicts/lists from OmegaConf nodes or other mappings, so W&B can serialise them."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k if k.startswith(prefix) else f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+class WandbTracker(Tracker):
+    """Mirror of the run record in W&B.
+
+    Steps: W&B wants one monotonically increasing step across all `log` calls, so every
+    call uses the largest training step seen so far; epoch metrics are logged at the step
+    where the epoch ended, with `epoch` as their chart axis (define_metric).
+    Keys: step metrics go under `train/`, epoch metrics under `epoch/`.
+    """
+
+    enabled = True
+
+    def __init__(self, run: Any, wandb_module: Any) -> None:
+        self.run = run
+        self._wandb = wandb_module
+        self._step = 0
+        self._finished = False
+        self._failed: set[str] = set()
+        run.define_metric("epoch")
+        run.define_metric("epoch/*", step_metric="epoch")
+
+    def _guard(self, what: str, call: Callable[[], Any]) -> None:
+        # A W&B hiccup mid-run must not kill training: warn once per kind, keep going.
+        try:
+            call()
+        except Exception as exc:
+            if what not in self._failed:
+                self._failed.add(what)
+                warnings.warn(f"W&B {what} failed: {exc!r}", RuntimeWarning, stacklevel=3)
+
+    def _log(self, what: str, row: dict[str, Any]) -> None:
+        self._guard(what, lambda: self.run.log(row, step=self._step))
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        self._guard("config", lambda: self.run.config.update(_plain(config), allow_val_change=True))
+
+    def log_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self._step = max(self._step, int(step))
+        self._log("log", _prefixed("train/", metrics))
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        self._log("log", {**_prefixed("epoch/", metrics), "epoch": epoch})
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        self._guard("summary", lambda: self.run.summary.update(_flatten(_plain(summary))))
+
+    def log_table(self, name: str, table: Any) -> None:
+        self._guard("table", lambda: self._log("table", {name: self._wandb.Table(dataframe=table)}))
+
+    def log_image(self, name: str, path: str | Path) -> None:
+        self._guard("image", lambda: self._log("image", {name: self._wandb.Image(str(path))}))
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as exc:  # the local record is already complete; do not fail the run
+            warnings.warn(f"W&B finish failed: {exc!r}", RuntimeWarning, stacklevel=2)
+
+
+def make_tracker(
+    cfg: Mapping[str, Any] | None,
+    run_name: str,
+    run_id: str,
+    config: Mapping[str, Any],
+    group: str | None,
+    tags: list[str],
+    directory: str | Path,
+) -> Tracker:
+    """A Tracker for the `logger` config node: `{name: wandb, project, entity, mode,
+    init_timeout}` or `{name: none}`. Falls back to a no-op Tracker, with a warning, when
+    W&B cannot start, so training continues and the local record stays complete."""
+    name = str((cfg or {}).get("name") or "none").lower()
+    if name in ("none", "null"):
+        return Tracker()
+    if name != "wandb":
+        raise ValueError(f"logger.name must be 'wandb' or 'none', got {name!r}")
+    mode = resolve_wandb_mode(cfg.get("mode"))
+    if mode == "disabled":
+        return Tracker()  # do not even import wandb
+
+    directory = Path(directory)
+    try:
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(
+            init_timeout=float(cfg.get("init_timeout") or 30),
+            silent=True,
+            console="off",  # the run's own log is on disk; console capture wraps stdout
+            save_code=False,
+            disable_code=True,
+            x_disable_stats=True,  # no system-metrics sampler: it would distort our CPU%
+        )
+        run = wandb.init(
+            project=cfg.get("project") or "sm3repro",
+            entity=cfg.get("entity") or None,
+            group=group,
+            tags=list(tags),
+            name=run_name,
+            id=wandb_safe_id(run_id),
+            resume="allow",
+            config=_plain(config),
+            dir=str(directory),
+            mode=mode,
+            reinit="finish_previous",  # several runs in one process (Hydra multirun)
+            settings=settings,
+        )
+        try:
+            return WandbTracker(run, wandb)
+        except Exception:
+            run.finish(exit_code=1)
+            raise
+    except Exception as exc:
+        message = (
+            f"W&B ({mode}) could not start, continuing without it: {type(exc).__name__}: "
+            f"{exc}".strip()
+        )
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return Tracker()

@@ -1,0 +1,484 @@
+"""SM3-I / SM3-II: identities with Adagrad, Proposition 2, a hand-worked case, state handling."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from torch import nn
+
+from sm3repro.optim import SM3, optimizer_state_bytes
+from sm3repro.optim.sm3 import sm3_preconditioner
+
+F64 = torch.float64
+TINY64 = torch.finfo(F64).tiny
+
+
+def nonzero_grads(shape: tuple[int, ...], steps: int, seed: int) -> list[torch.Tensor]:
+    """Random float64 gradients bounded away from 0 (torch's Adagrad with eps=0 divides 0/0)."""
+    gen = torch.Generator().manual_seed(seed)
+    grads = []
+    for _ in range(steps):
+        g = torch.randn(shape, generator=gen, dtype=F64)
+        grads.append(torch.where(g.abs() < 1e-3, torch.full_like(g, 0.5), g))
+    return grads
+
+
+def run(optimizer_cls, kwargs: dict, init: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    param = nn.Parameter(init.clone())
+    optimizer = optimizer_cls([param], **kwargs)
+    for g in grads:
+        param.grad = g.clone()
+        optimizer.step()
+    return param.detach()
+
+
+def adagrad(lr: float) -> tuple[type, dict]:
+    return torch.optim.Adagrad, {"lr": lr, "eps": 0.0, "initial_accumulator_value": 0.0, "lr_decay": 0}
+
+
+# -- identities with Adagrad ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("shape", [(6, 7), (3, 4, 5)])
+def test_singleton_cover_is_adagrad(variant: str, shape: tuple[int, ...]) -> None:
+    grads = nonzero_grads(shape, 100, seed=1)
+    init = torch.randn(shape, dtype=F64)
+    ours = run(SM3, {"lr": 0.1, "variant": variant, "cover": "singleton"}, init, grads)
+    theirs = run(*adagrad(0.1), init, grads)
+    assert (ours - theirs).abs().max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("shape", [(), (5,), (6, 1), (1, 6)])
+def test_default_cover_is_adagrad_for_rank_le_1_and_single_row_or_column(
+    variant: str, shape: tuple[int, ...]
+) -> None:
+    grads = nonzero_grads(shape, 100, seed=2)
+    init = torch.randn(shape, dtype=F64)
+    ours = run(SM3, {"lr": 0.1, "variant": variant}, init, grads)
+    theirs = run(*adagrad(0.1), init, grads)
+    assert (ours - theirs).abs().max().item() <= 1e-12
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (4, 6), (3, 4, 5), (6, 1)])
+def test_first_step_of_sm3_ii_is_adagrads(shape: tuple[int, ...]) -> None:
+    grads = nonzero_grads(shape, 1, seed=3)
+    init = torch.randn(shape, dtype=F64)
+    ours = run(SM3, {"lr": 0.1, "variant": "ii"}, init, grads)
+    theirs = run(*adagrad(0.1), init, grads)
+    assert (ours - theirs).abs().max().item() <= 1e-15
+
+
+def test_first_step_of_sm3_i_is_not_adagrads_on_a_matrix() -> None:
+    grads = nonzero_grads((4, 6), 1, seed=4)
+    init = torch.randn((4, 6), dtype=F64)
+    ours = run(SM3, {"lr": 0.1, "variant": "i"}, init, grads)
+    theirs = run(*adagrad(0.1), init, grads)
+    assert (ours - theirs).abs().max().item() > 1e-3
+
+
+# -- Proposition 2 ----------------------------------------------------------------------------
+
+shapes_2d_3d = st.one_of(
+    st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
+)
+gradient_values = st.one_of(st.just(0.0), st.floats(-10.0, 10.0, allow_nan=False, width=64))
+
+
+@st.composite
+def gradient_sequences(draw: st.DrawFn) -> list[np.ndarray]:
+    shape = draw(shapes_2d_3d)
+    steps = draw(st.integers(1, 6))
+    return [draw(arrays(np.float64, shape, elements=gradient_values)) for _ in range(steps)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(gradient_sequences())
+def test_proposition_2(sequence: list[np.ndarray]) -> None:
+    """sum_{s<=t} g_s(i)^2 <= nu'_t(i) <= nu_t(i), each non-decreasing in t, for one fixed
+    gradient sequence; and each optimizer really steps by -lr * g / sqrt(nu)."""
+    shape = sequence[0].shape
+    lr = 0.5
+    params = {v: nn.Parameter(torch.zeros(shape, dtype=F64)) for v in ("i", "ii")}
+    optimizers = {v: SM3([params[v]], lr=lr, variant=v) for v in ("i", "ii")}
+    total = torch.zeros(shape, dtype=F64)
+    previous = {v: torch.zeros(shape, dtype=F64) for v in ("i", "ii")}
+    tol = 1e-12
+    for values in sequence:
+        g = torch.from_numpy(values)
+        total = total + g * g
+        nu = {}
+        for v, param in params.items():
+            state = optimizers[v].state.get(param)
+            before = (
+                [a.clone() for a in state["accumulators"]]
+                if state
+                else [torch.zeros(n, dtype=F64) for n in shape]
+            )
+            nu[v] = sm3_preconditioner(before, g, v)
+            w_before = param.detach().clone()
+            param.grad = g.clone()
+            optimizers[v].step()
+            expected = w_before - lr * g / nu[v].clamp_min(TINY64).sqrt()
+            torch.testing.assert_close(param.detach(), expected, rtol=1e-12, atol=1e-12)
+            assert torch.isfinite(param).all()
+            assert (nu[v] >= previous[v] * (1 - tol)).all(), f"nu_{v} decreased"
+            previous[v] = nu[v]
+        assert (total <= nu["ii"] * (1 + tol)).all()
+        assert (nu["ii"] <= nu["i"] * (1 + tol)).all()
+
+
+# -- a hand-worked case -----------------------------------------------------------------------
+
+G1 = [[1.0, 2.0, 0.0], [3.0, 1.0, 1.0]]  # squares [[1, 4, 0], [9, 1, 1]]
+G2 = [[2.0, 0.0, 1.0], [0.0, 1.0, 2.0]]  # squares [[4, 0, 1], [0, 1, 4]]
+
+
+def two_steps(variant: str, lr: float) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    param = nn.Parameter(torch.zeros(2, 3, dtype=F64))
+    optimizer = SM3([param], lr=lr, variant=variant)
+    weights, accumulators = [], []
+    for g in (G1, G2):
+        param.grad = torch.tensor(g, dtype=F64)
+        optimizer.step()
+        weights.append(param.detach().clone())
+        accumulators.append([a.clone() for a in optimizer.state[param]["accumulators"]])
+    return weights, accumulators
+
+
+def test_hand_worked_sm3_i() -> None:
+    lr = 0.5
+    (w1, w2), (acc1, acc2) = two_steps("i", lr)
+    # Step 1. Row maxima of g1^2: max(1, 4, 0) = 4, max(9, 1, 1) = 9.
+    # Column maxima: max(1, 9) = 9, max(4, 1) = 4, max(0, 1) = 1.
+    assert acc1[0].tolist() == [4.0, 9.0] and acc1[1].tolist() == [9.0, 4.0, 1.0]
+    # nu1 = min(row, column): [[min(4,9), min(4,4), min(4,1)], [min(9,9), min(9,4), min(9,1)]]
+    nu1 = [[4.0, 4.0, 1.0], [9.0, 4.0, 1.0]]
+    # update1 = g1 / sqrt(nu1) = [[1/2, 2/2, 0/1], [3/3, 1/2, 1/1]]
+    step1 = [[0.5, 1.0, 0.0], [1.0, 0.5, 1.0]]
+    assert nu1 == [[4.0, 4.0, 1.0], [9.0, 4.0, 1.0]]
+    torch.testing.assert_close(w1, -lr * torch.tensor(step1, dtype=F64), rtol=1e-15, atol=0)
+    # Step 2. Row maxima of g2^2: max(4, 0, 1) = 4, max(0, 1, 4) = 4 -> rows [4+4, 9+4].
+    # Column maxima: max(4, 0) = 4, max(0, 1) = 1, max(1, 4) = 4 -> columns [9+4, 4+1, 1+4].
+    assert acc2[0].tolist() == [8.0, 13.0] and acc2[1].tolist() == [13.0, 5.0, 5.0]
+    # nu2 = [[min(8,13), min(8,5), min(8,5)], [min(13,13), min(13,5), min(13,5)]]
+    #     = [[8, 5, 5], [13, 5, 5]]
+    step2 = [[2 / math.sqrt(8), 0.0, 1 / math.sqrt(5)], [0.0, 1 / math.sqrt(5), 2 / math.sqrt(5)]]
+    expected = -lr * (torch.tensor(step1, dtype=F64) + torch.tensor(step2, dtype=F64))
+    torch.testing.assert_close(w2, expected, rtol=1e-15, atol=0)
+
+
+def test_hand_worked_sm3_ii() -> None:
+    lr = 0.5
+    (w1, w2), (acc1, acc2) = two_steps("ii", lr)
+    # Step 1. mu'_0 = 0, so nu'1 = g1^2 = [[1, 4, 0], [9, 1, 1]]: Adagrad's first step.
+    # update1 = g1 / sqrt(nu'1) = [[1/1, 2/2, 0 (g = 0: no update)], [3/3, 1/1, 1/1]]
+    step1 = [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    torch.testing.assert_close(w1, -lr * torch.tensor(step1, dtype=F64), rtol=1e-15, atol=0)
+    # mu'1 = maxima of nu'1: rows [max(1,4,0), max(9,1,1)] = [4, 9];
+    # columns [max(1,9), max(4,1), max(0,1)] = [9, 4, 1].
+    assert acc1[0].tolist() == [4.0, 9.0] and acc1[1].tolist() == [9.0, 4.0, 1.0]
+    # Step 2. min(row, column) = [[min(4,9), min(4,4), min(4,1)], [min(9,9), min(9,4), min(9,1)]]
+    #   = [[4, 4, 1], [9, 4, 1]]; plus g2^2 [[4, 0, 1], [0, 1, 4]]: nu'2 = [[8, 4, 2], [9, 5, 5]].
+    step2 = [[2 / math.sqrt(8), 0.0, 1 / math.sqrt(2)], [0.0, 1 / math.sqrt(5), 2 / math.sqrt(5)]]
+    expected = -lr * (torch.tensor(step1, dtype=F64) + torch.tensor(step2, dtype=F64))
+    torch.testing.assert_close(w2, expected, rtol=1e-15, atol=0)
+    # mu'2: rows [max(8,4,2), max(9,5,5)] = [8, 9]; columns [max(8,9), max(4,5), max(2,5)].
+    assert acc2[0].tolist() == [8.0, 9.0] and acc2[1].tolist() == [9.0, 5.0, 5.0]
+    # Proposition 2 on this case: sum g^2 = [[5,4,1],[9,2,5]] <= nu'2 <= nu2 = [[8,5,5],[13,5,5]].
+
+
+# -- the fast float32 path against the reference ----------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("shape", [(1000, 7), (3, 1000), (37, 5, 11), (2, 3, 4, 5), (1, 9)])
+def test_float32_fast_path_matches_reference(variant: str, shape: tuple[int, ...]) -> None:
+    """The integer-view and regrouped reductions give the reference's accumulators and steps."""
+    gen = torch.Generator().manual_seed(5)
+    param = nn.Parameter(torch.randn(shape, generator=gen))
+    optimizer = SM3([param], lr=0.01, variant=variant)
+    for step in range(3):
+        g = torch.randn(shape, generator=gen)
+        g[0] = 0.0  # a slice with no gradient at all must stay finite
+        if step:
+            before = [a.clone() for a in optimizer.state[param]["accumulators"]]
+        else:
+            before = [torch.zeros(n) for n in shape]
+        nu = sm3_preconditioner([a.double() for a in before], g.double(), variant)
+        w_before = param.detach().double()
+        param.grad = g
+        optimizer.step()
+        expected = w_before - 0.01 * g.double() / nu.clamp_min(TINY64).sqrt()
+        torch.testing.assert_close(param.detach().double(), expected, rtol=1e-5, atol=1e-7)
+        after = optimizer.state[param]["accumulators"]
+        if variant == "i":
+            ref_after = [
+                b.double() + (g.double() ** 2).amax(dim=[d for d in range(len(shape)) if d != j])
+                for j, b in enumerate(before)
+            ]
+        else:
+            ref_after = [
+                nu.amax(dim=[d for d in range(len(shape)) if d != j]) for j in range(len(shape))
+            ]
+        for a, r in zip(after, ref_after, strict=True):
+            torch.testing.assert_close(a.double(), r, rtol=1e-6, atol=1e-30)
+
+
+# -- save / load ------------------------------------------------------------------------------
+
+
+def make_params(seed: int = 0) -> list[nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(5, 4), (4,), ()]
+    return [nn.Parameter(torch.randn(s, generator=gen, dtype=F64)) for s in shapes]
+
+
+def closure_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer, t: int) -> None:
+    gen = torch.Generator().manual_seed(100 + t)
+    x = torch.randn(4, generator=gen, dtype=F64)
+    y = torch.randn(5, generator=gen, dtype=F64)
+    w, b, s = params
+    loss = (((w @ x + b) * s - y) ** 2).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_state_dict_round_trip_resumes_identically(variant: str, momentum: float) -> None:
+    straight = make_params()
+    opt = SM3(straight, lr=0.05, variant=variant, momentum=momentum)
+    for t in range(20):
+        closure_step(straight, opt, t)
+
+    first = make_params()
+    opt1 = SM3(first, lr=0.05, variant=variant, momentum=momentum)
+    for t in range(10):
+        closure_step(first, opt1, t)
+    buffer = io.BytesIO()
+    torch.save({"params": [p.detach() for p in first], "optim": opt1.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+
+    resumed = [nn.Parameter(t.clone()) for t in saved["params"]]
+    opt2 = SM3(resumed, lr=0.05, variant=variant, momentum=momentum)
+    opt2.load_state_dict(saved["optim"])
+    assert ("momentum_buffer" in opt2.state[resumed[0]]) == (momentum > 0)
+    for t in range(10, 20):
+        closure_step(resumed, opt2, t)
+    for a, b in zip(straight, resumed, strict=True):
+        assert torch.equal(a, b)
+    assert opt2.state[resumed[0]]["step"] == 20
+
+
+# -- convergence on a convex problem ----------------------------------------------------------
+
+
+def logistic_regression_loss(optimizer_cls, kwargs: dict, steps: int = 200) -> tuple[float, float]:
+    gen = torch.Generator().manual_seed(7)
+    n, d, k = 400, 20, 5
+    x = torch.randn(n, d, generator=gen, dtype=F64)
+    true_w = torch.randn(d, k, generator=gen, dtype=F64) * 2
+    y = (x @ true_w + 0.5 * torch.randn(n, k, generator=gen, dtype=F64)).argmax(1)
+    w = nn.Parameter(torch.zeros(d, k, dtype=F64))
+    b = nn.Parameter(torch.zeros(k, dtype=F64))
+    optimizer = optimizer_cls([w, b], **kwargs)
+
+    def loss() -> torch.Tensor:
+        return nn.functional.cross_entropy(x @ w + b, y)
+
+    initial = loss().item()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    return initial, loss().item()
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+def test_minimises_logistic_regression_like_adagrad(variant: str) -> None:
+    lr = 0.1
+    initial, ours = logistic_regression_loss(SM3, {"lr": lr, "variant": variant})
+    _, reference = logistic_regression_loss(torch.optim.Adagrad, {"lr": lr})
+    assert ours < 0.3 * initial
+    assert ours <= reference + 0.05, (ours, reference)
+
+
+# -- sparse gradients -------------------------------------------------------------------------
+
+BATCHES = [[1, 3, 3, 7], [3, 5, 5, 5, 0], [8, 1], [2, 2, 2, 2], [7, 0, 9, 9]]
+
+
+def embedding_run(sparse: bool, variant: str, cover: str) -> tuple[nn.Embedding, SM3, list]:
+    gen = torch.Generator().manual_seed(11)
+    emb = nn.Embedding(12, 4, sparse=sparse).double()
+    with torch.no_grad():
+        emb.weight.copy_(torch.randn(12, 4, generator=gen, dtype=F64))
+    optimizer = SM3(emb.parameters(), lr=0.1, variant=variant, cover=cover)
+    history = []
+    for t, batch in enumerate(BATCHES):
+        weights = torch.randn(len(batch), 4, generator=torch.Generator().manual_seed(t), dtype=F64)
+        optimizer.zero_grad()
+        (emb(torch.tensor(batch)) * weights).sum().backward()
+        assert emb.weight.grad.is_sparse == sparse
+        before = (
+            optimizer.state[emb.weight]["accumulators"][0].clone()
+            if optimizer.state
+            else None
+        )
+        optimizer.step()
+        history.append((batch, before, optimizer.state[emb.weight]["accumulators"][0].clone()))
+    return emb, optimizer, history
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("sparse_cover", ["dims", "rows"])
+def test_sparse_embedding_matches_dense_row_cover(variant: str, sparse_cover: str) -> None:
+    dense, dense_opt, _ = embedding_run(False, variant, "rows")
+    sparse, sparse_opt, history = embedding_run(True, variant, sparse_cover)
+    torch.testing.assert_close(sparse.weight, dense.weight, rtol=1e-13, atol=1e-13)
+    acc_sparse = sparse_opt.state[sparse.weight]["accumulators"]
+    acc_dense = dense_opt.state[dense.weight]["accumulators"]
+    assert [a.shape for a in acc_sparse] == [torch.Size([12])]  # row accumulators only
+    torch.testing.assert_close(acc_sparse[0], acc_dense[0], rtol=1e-13, atol=0)
+    for batch, before, after in history[1:]:
+        absent = [r for r in range(12) if r not in batch]
+        assert torch.equal(after[absent], before[absent]), "rows absent from a batch changed"
+    never = [r for r in range(12) if all(r not in b for b in BATCHES)]
+    assert never == [4, 6, 10, 11]
+    init = torch.randn(12, 4, generator=torch.Generator().manual_seed(11), dtype=F64)
+    assert torch.equal(sparse.weight.detach()[never], init[never])
+    assert (acc_sparse[0][never] == TINY64).all()
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+def test_sparse_singleton_cover_is_sparse_adagrad(variant: str) -> None:
+    ours, _, _ = embedding_run(True, variant, "singleton")
+    gen = torch.Generator().manual_seed(11)
+    emb = nn.Embedding(12, 4, sparse=True).double()
+    with torch.no_grad():
+        emb.weight.copy_(torch.randn(12, 4, generator=gen, dtype=F64))
+    optimizer = torch.optim.Adagrad(emb.parameters(), lr=0.1, eps=0.0)
+    for t, batch in enumerate(BATCHES):
+        weights = torch.randn(len(batch), 4, generator=torch.Generator().manual_seed(t), dtype=F64)
+        optimizer.zero_grad()
+        (emb(torch.tensor(batch)) * weights).sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(ours.weight, emb.weight, rtol=1e-13, atol=1e-13)
+
+
+def test_sparse_gradient_errors_are_clear() -> None:
+    emb = nn.Embedding(6, 3, sparse=True)
+    optimizer = SM3(emb.parameters(), momentum=0.5)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="momentum"):
+        optimizer.step()
+
+    emb = nn.Embedding(6, 3)
+    optimizer = SM3(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    optimizer.step()  # dense first: per-dimension accumulators
+    emb.sparse = True
+    optimizer.zero_grad()
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="cover='rows'"):
+        optimizer.step()
+
+
+# -- state, zero gradients, validation --------------------------------------------------------
+
+
+def test_state_bytes_are_the_accumulators() -> None:
+    matrix = nn.Parameter(torch.randn(30, 20))
+    cube = nn.Parameter(torch.randn(3, 4, 5, dtype=F64))
+    scalar = nn.Parameter(torch.tensor(1.5))
+    frozen = nn.Parameter(torch.randn(7, 7))
+    optimizer = SM3([matrix, cube, scalar, frozen])
+    for p in (matrix, cube, scalar):
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert frozen not in optimizer.state
+    assert set(optimizer.state[matrix]) == {"step", "accumulators"}
+    assert isinstance(optimizer.state[matrix]["step"], int)  # not a tensor: no bytes
+    assert optimizer_state_bytes(optimizer) == (30 + 20) * 4 + (3 + 4 + 5) * 8 + 1 * 4
+    assert scalar.item() == pytest.approx(1.5 - 0.01)  # 0-d: Adagrad, g / sqrt(g^2) = 1
+
+    with_momentum = SM3([matrix], momentum=0.9)
+    matrix.grad = torch.ones_like(matrix)
+    with_momentum.step()
+    assert optimizer_state_bytes(with_momentum) == (30 + 20) * 4 + 30 * 20 * 4
+    assert with_momentum.state[matrix]["momentum_buffer"].shape == matrix.shape
+
+
+def test_singleton_state_bytes_and_zero_gradients_give_no_nan() -> None:
+    param = nn.Parameter(torch.randn(4, 5))
+    start = param.detach().clone()
+    for variant in ("i", "ii"):
+        for cover in ("dims", "rows", "singleton"):
+            optimizer = SM3([param], variant=variant, cover=cover)
+            param.grad = torch.zeros(4, 5)
+            optimizer.step()
+            assert torch.equal(param.detach(), start)  # nu is (tiny) > 0 and g = 0: no update
+            grad = torch.zeros(4, 5)
+            grad[1, 2] = 3.0
+            param.grad = grad
+            optimizer.step()
+            moved = (param.detach() != start).nonzero().tolist()
+            assert moved == [[1, 2]]
+            assert param[1, 2].item() == pytest.approx(start[1, 2].item() - 0.01)
+            with torch.no_grad():
+                param.copy_(start)
+    assert optimizer_state_bytes(optimizer) == 4 * 5 * 4
+
+
+def test_momentum_is_a_moving_average_of_updates() -> None:
+    param = nn.Parameter(torch.zeros(3, dtype=F64))
+    optimizer = SM3([param], lr=1.0, momentum=0.5)
+    param.grad = torch.tensor([1.0, -2.0, 4.0], dtype=F64)
+    optimizer.step()  # update = g / |g| = sign(g); m = 0.5 * 0 + 0.5 * sign(g)
+    torch.testing.assert_close(param.detach(), -0.5 * param.grad.sign())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"lr": -1.0}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"momentum": -0.1}, "momentum"),
+        ({"eps": -1e-8}, "eps"),
+        ({"variant": "iii"}, "variant"),
+        ({"cover": "columns"}, "cover"),
+    ],
+)
+def test_invalid_hyperparameters(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SM3([nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+def test_eps_is_added_outside_the_root() -> None:
+    for variant in ("i", "ii"):
+        param = nn.Parameter(torch.zeros(2, 2, dtype=F64))
+        optimizer = SM3([param], lr=1.0, variant=variant, eps=1.0)
+        param.grad = torch.full((2, 2), 3.0, dtype=F64)
+        optimizer.step()  # nu = 9 everywhere (both variants): update = 3 / (3 + 1)
+        torch.testing.assert_close(param.detach(), torch.full((2, 2), -0.75, dtype=F64))
+
+
+def test_param_groups_may_choose_their_variant() -> None:
+    a, b = nn.Parameter(torch.zeros(3, 4)), nn.Parameter(torch.zeros(3, 4))
+    optimizer = SM3([{"params": [a], "variant": "i"}, {"params": [b]}], lr=0.1)
+    assert [g["variant"] for g in optimizer.param_groups] == ["i", "ii"]
+    with pytest.raises(ValueError, match="variant"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "variant": "x"})
