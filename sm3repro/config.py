@@ -7,6 +7,7 @@ key named. ``validate`` then checks values (lr > 0, batch_size >= 1, files exist
 
 from __future__ import annotations
 
+from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,28 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return node
 
 
+def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys in ``cfg`` that the schema lacks (``+key=value`` overrides bypass Hydra's check)."""
+    from dataclasses import fields, is_dataclass
+
+    known = {f.name: f for f in fields(schema)}
+    unknown = []
+    for key in cfg:
+        if key not in known:
+            unknown.append(f"{prefix}{key}")
+        else:
+            factory = known[key].default_factory
+            default = factory if factory is not NO_DEFAULT else None
+            if default is not None and is_dataclass(sample := default()):
+                unknown += _unknown_keys(cfg[key], type(sample), f"{prefix}{key}.")
+    return unknown
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed."""
+    unknown = _unknown_keys(cfg, RunConfig)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]}; see conf/ and sm3repro/config.py for the keys")
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:

@@ -59,6 +59,29 @@ def _sigterm_as_exit(signum, frame) -> None:  # noqa: ARG001
     raise SystemExit(128 + signum)  # unwinds through finally blocks (W&B finish, lock release)
 
 
+_DATA_MEMO: dict[str, ParserData] = {}
+
+
+def _load_data_once(cfg: DictConfig) -> ParserData:
+    """A multirun trains many configs in one process: read and featurize the data once."""
+    key = OmegaConf.to_yaml(cfg.data, resolve=True)
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()  # keep one data set in memory, not one per sweep value
+        _DATA_MEMO[key] = load_data(cfg.data, cfg.cache_dir)
+        return _DATA_MEMO[key]
+    data = _DATA_MEMO[key]
+    data.stats = {**data.stats, "read_s": 0.0, "featurize_s": 0.0, "reused_in_process": True}
+    return data
+
+
+def _fault_hook(point: str, epoch: int) -> None:
+    """Testing aid: ``SM3REPRO_FAULT=kill_after_epoch:N`` SIGKILLs this process right after
+    epoch N's checkpoint is written, so fault tests interrupt a run at a known point."""
+    fault = os.environ.get("SM3REPRO_FAULT", "")
+    if fault == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # -- evaluation ------------------------------------------------------------------------------
 def evaluate(model: ChenManningParser, data: ParserData, split: EvalSet, cfg: DictConfig):
     """Parse a split and score it: returns (scores, heads, relation names)."""
@@ -129,7 +152,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record.config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    data = load_data(cfg.data, cfg.cache_dir)
+    data = _load_data_once(cfg)
     vocab = data.vocab
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -264,6 +287,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
                     },
                 )  # fmt: skip
             record.write_summary(summary)
+            _fault_hook("kill_after_epoch", epoch)
         usage = meter.stop()
 
         resources = {

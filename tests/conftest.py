@@ -41,3 +41,67 @@ def ewt_dev(ewt_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def ewt_test(ewt_dir: Path) -> Path:
     return ewt_dir / EWT_FILES["test"]
+
+
+# -- running the harness's CLI in a subprocess -------------------------------------------------
+# Small, fast settings for end-to-end runs: 200 training sentences, 100 for dev/test, 1 thread.
+SMALL = [
+    "data.max_train_sentences=200",
+    "data.max_eval_sentences=100",
+    "epochs=1",
+    "torch_threads=1",
+    "log_every=5",
+]
+
+
+def harness_env(tmp: Path, ewt_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a subprocess run: data from the mirror, every output under ``tmp``."""
+    env = dict(os.environ)
+    env.update(
+        SM3REPRO_DATA=str(ewt_dir),
+        SM3REPRO_RESULTS=str(tmp / "results"),
+        SM3REPRO_CACHE=str(tmp / "cache"),
+        WANDB_MODE=env.get("WANDB_MODE_FOR_TESTS", "offline"),
+        WANDB_SILENT="true",
+        WANDB_DIR=str(tmp),
+        WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
+        WANDB_CONFIG_DIR=str(tmp / "wandb-config"),
+        WANDB_DATA_DIR=str(tmp / "wandb-data"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_harness(tmp_path: Path, ewt_dir: Path):
+    """Run ``python -m sm3repro.train ARGS`` in ``tmp_path``; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sm3repro.train", *args],
+            cwd=tmp_path,
+            env=env or harness_env(tmp_path, ewt_dir),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"harness exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+def read_records(results: Path) -> dict[str, dict]:
+    """run_id -> parsed summary.json for every run under ``results/runs``."""
+    import json
+
+    return {
+        p.parent.name: json.loads(p.read_text())
+        for p in sorted((results / "runs").glob("*/summary.json"))
+    }

@@ -122,7 +122,7 @@ def test_proposition_2(sequence: list[np.ndarray]) -> None:
             before = (
                 [a.clone() for a in state["accumulators"]]
                 if state
-                else [torch.zeros(n, dtype=F64) for n in shape]
+                else [torch.full((n,), TINY64, dtype=F64) for n in shape]  # documented start
             )
             nu[v] = sm3_preconditioner(before, g, v)
             w_before = param.detach().clone()
@@ -239,7 +239,7 @@ def test_float32_fast_path_matches_reference(variant: str, shape: tuple[int, ...
 
 def make_params(seed: int = 0) -> list[nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(5, 4), (4,), ()]
+    shapes = [(5, 4), (5,), ()]
     return [nn.Parameter(torch.randn(s, generator=gen, dtype=F64)) for s in shapes]
 
 

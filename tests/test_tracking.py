@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from wandb_offline import read_offline_run
+from wandb_offline import read_offline_run, read_records
 
 from sm3repro.tracking import (
     Tracker,
@@ -274,20 +274,12 @@ def test_exception_in_block_still_finishes() -> None:
 
 
 def test_exception_marks_offline_run_failed(tmp_path: Path) -> None:
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb_offline import iter_record_bytes
-
     tracker = offline_tracker(tmp_path / "runs")
     with pytest.raises(KeyError), tracker:
         tracker.log_step(1, {"loss": 3.0})
         raise KeyError("mid-epoch failure")
-    path = next((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
-    exits = []
-    for raw in iter_record_bytes(path):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "exit":
-            exits.append(record.exit.exit_code)
+    records = read_records(tmp_path / "runs")
+    exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
     assert exits == [1]
     assert read_offline_run(tmp_path / "runs")["history"][0]["train/loss"] == 3.0
 

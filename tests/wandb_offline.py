@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -81,26 +82,54 @@ def _drop(target: dict[str, Any], item: Any) -> None:
     target.pop(last, None)
 
 
-def read_offline_run(run_dir: Path) -> dict[str, Any]:
-    """Return {"config", "history", "summary"} of the offline run in `run_dir`.
-
-    `run_dir` is either the `offline-run-*` folder itself or a folder holding exactly one
-    such run somewhere below it (e.g. the `dir=` that was passed to wandb.init).
-    """
-    from wandb.proto import wandb_internal_pb2 as pb  # lazy: only the tests need protobuf
-
+def find_run_file(run_dir: Path) -> Path:
+    """The one `run-*.wandb` in `run_dir` (an `offline-run-*` folder, or a folder above one)."""
     run_dir = Path(run_dir)
     files = sorted(run_dir.glob("run-*.wandb")) or sorted(run_dir.rglob("run-*.wandb"))
     files = [f for f in files if "latest-run" not in f.parts]
     if len(files) != 1:
         raise FileNotFoundError(f"expected one run-*.wandb under {run_dir}, found {files}")
+    return files[0]
 
+
+def read_records(run_dir: Path, timeout: float = 15.0) -> list[Any]:
+    """Parsed `Record`s of a finished run, waiting up to `timeout` s for the exit record.
+
+    `run.finish()` returns before wandb-core has flushed the file (its writer buffers and
+    closes the stream in the background), so a read right after finish can see a partial
+    file. Process exit does wait, so this only matters for readers in the same process.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb  # lazy: only the tests need protobuf
+
+    path = find_run_file(run_dir)
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        try:
+            for raw in iter_record_bytes(path):
+                record = pb.Record()
+                record.ParseFromString(raw)
+                records.append(record)
+        except ValueError:  # a chunk caught mid-write; corrupt if it persists
+            if time.monotonic() > deadline:
+                raise
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} has no exit record after {timeout} s (run not finished?)")
+        time.sleep(0.05)
+
+
+def read_offline_run(run_dir: Path, timeout: float = 15.0) -> dict[str, Any]:
+    """Return {"config", "history", "summary"} of the finished offline run in `run_dir`.
+
+    `run_dir` is either the `offline-run-*` folder itself or a folder holding exactly one
+    such run somewhere below it (e.g. the `dir=` that was passed to wandb.init).
+    """
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
-    for raw in iter_record_bytes(files[0]):
-        record = pb.Record()
-        record.ParseFromString(raw)
+    for record in read_records(run_dir, timeout):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             for item in record.run.config.update:

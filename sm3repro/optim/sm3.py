@@ -80,47 +80,63 @@ def _broadcast_view(acc: Tensor, dim: int, ndim: int) -> Tensor:
     return acc.view(shape)
 
 
-def _column_max_into(x: Tensor, out: Tensor) -> None:
+# A tiny "program": torch calls with their arguments and out= tensors bound in advance, so a
+# step issues only the arithmetic, without rebuilding views (Python and dispatch overhead is a
+# large share of a step on small parameters).
+_Op = tuple[Callable[..., Tensor], tuple[Any, ...], Tensor]
+
+
+def _run(program: Sequence[_Op]) -> None:
+    for fn, args, out in program:
+        fn(*args, out=out)
+
+
+def _column_max_program(x: Tensor, out: Tensor) -> list[_Op]:
     """out = x.amax(0) for a contiguous 2-D x, regrouping tall inputs into wide rows first."""
     rows, cols = x.shape
     group = min(rows, max(1, _WIDE_ROW // max(cols, 1)))
     if group <= 1:
-        torch.amax(x, 0, out=out)
-        return
+        return [(torch.amax, (x, 0), out)]
     whole = rows // group
-    wide = x[: whole * group].view(whole, group * cols).amax(0)
+    wide = torch.empty(group * cols, dtype=x.dtype, device=x.device)
+    program: list[_Op] = [(torch.amax, (x[: whole * group].view(whole, group * cols), 0), wide)]
     if whole * group < rows:
         # max is idempotent, so the leftover rows can ride along in an overlapping last group.
-        torch.maximum(wide, x[rows - group :].reshape(group * cols), out=wide)
-    torch.amax(wide.view(group, cols), 0, out=out)
+        program.append((torch.maximum, (wide, x[rows - group :].reshape(group * cols)), wide))
+    program.append((torch.amax, (wide.view(group, cols), 0), out))
+    return program
 
 
-def _max_except_into(src: Tensor, dim: int, out: Tensor) -> None:
+def _max_except_program(src: Tensor, dim: int, out: Tensor) -> list[_Op]:
     """out[k] = max of the non-negative, contiguous ``src`` over the slice src.select(dim, k)."""
     src_bits, out_bits = _bits(src), _bits(out)
     outer = math.prod(src.shape[:dim])
     size = src.shape[dim]
     inner = math.prod(src.shape[dim + 1 :])
     x = src_bits.view(outer, size, inner)
-    if inner > 1:
-        if outer == 1:
-            torch.amax(x.view(size, inner), 1, out=out_bits)
-            return
-        x = x.amax(2)  # (outer, size): small, reduced the fast way (contiguous inner dim)
-    else:
-        x = x.view(outer, size)
-    _column_max_into(x, out_bits)
+    if inner == 1:
+        return _column_max_program(x.view(outer, size), out_bits)
+    if outer == 1:
+        return [(torch.amax, (x.view(size, inner), 1), out_bits)]
+    # Reduce the contiguous inner dims first (the fast direction), then the outer ones.
+    middle = torch.empty((outer, size), dtype=x.dtype, device=x.device)
+    return [(torch.amax, (x, 2), middle), *_column_max_program(middle, out_bits)]
 
 
-def _min_broadcast_into(views: Sequence[Tensor], out: Tensor) -> Tensor:
-    """out = elementwise min of broadcast accumulator views (one full-size write per extra view)."""
-    if len(views) == 1:
-        return out.copy_(views[0])
+def _min_program(views: Sequence[Tensor], out: Tensor) -> list[_Op]:
+    """out = elementwise min of broadcast accumulator views."""
     # Expanding the first view (free) makes the first op's result full-size even for rank >= 3.
-    torch.minimum(views[0].expand(out.shape), views[1], out=out)
-    for view in views[2:]:
-        torch.minimum(out, view, out=out)
-    return out
+    first = views[0] if len(views) == 2 else views[0].expand(out.shape)
+    program: list[_Op] = [(torch.minimum, (first, views[1]), out)]
+    program += [(torch.minimum, (out, view), out) for view in views[2:]]
+    return program
+
+
+def _max_program(views: Sequence[Tensor], out: Tensor) -> list[_Op]:
+    first = views[0] if len(views) == 2 else views[0].expand(out.shape)
+    program: list[_Op] = [(torch.maximum, (first, views[1]), out)]
+    program += [(torch.maximum, (out, view), out) for view in views[2:]]
+    return program
 
 
 def _inverse_root(src: Tensor, out: Tensor, eps: float) -> Tensor:
@@ -131,28 +147,100 @@ def _inverse_root(src: Tensor, out: Tensor, eps: float) -> Tensor:
     return out.add_(eps).reciprocal_()
 
 
-class _Workspace:
-    """Scratch memory for the one full-size temporary each step needs, reused across parameters
-    and steps (allocating ~4 MB per step costs page faults with glibc's default malloc).
+def _max_except_into(src: Tensor, dim: int, out: Tensor) -> None:
+    _run(_max_except_program(src, dim, out))
 
-    It lives outside ``optimizer.state`` on purpose: it holds nothing between steps, is never
-    serialized, and is the same transient memory an allocating implementation would use.
+
+class _Plan:
+    """Everything one parameter's dense step needs besides the gradient: views of the
+    accumulators and of the shared scratch, small reduction buffers, and bound torch calls."""
+
+    def __init__(self, param: Tensor, accs: list[Tensor], variant: str, scratch: Tensor) -> None:
+        self.accs_list = accs
+        self.accs = tuple(accs)
+        self.variant = variant
+        self.scratch_base = scratch._base if scratch._base is not None else scratch
+        self.kind = _cover_kind(param.shape, accs)
+        self.scratch = scratch
+        self.reduce: list[_Op] = []
+        self.combine: list[_Op] = []
+        self.slice_max: list[Tensor] = []
+        self.inverse: list[Tensor] = []
+        if self.kind == "singleton":
+            return
+        ndim = param.dim()
+        self.views = [_broadcast_view(a, j, ndim) for j, a in enumerate(accs)]
+        if variant == "ii":
+            # SM3-II defines mu_t(r) afresh as the max of nu_t over S_r (the old values entered
+            # through nu only), so reduce straight into the accumulators.
+            if self.kind == "dims":
+                self.combine = _min_program(self.views, scratch)
+            for dim, acc in enumerate(accs):
+                self.reduce += _max_except_program(scratch, dim, acc)
+        else:
+            self.slice_max = [torch.empty_like(a) for a in accs]
+            self.inverse = [torch.empty_like(a) for a in accs]
+            for dim, out in enumerate(self.slice_max):
+                self.reduce += _max_except_program(scratch, dim, out)
+            inverse_views = [_broadcast_view(a, j, ndim) for j, a in enumerate(self.inverse)]
+            if len(inverse_views) > 1:
+                self.combine = _max_program(inverse_views, scratch)
+            else:  # rows cover: the row factor broadcasts in the update, no full-size write
+                self.precond_view = inverse_views[0]
+
+    def valid_for(self, accs: list[Tensor], variant: str, scratch_base: Tensor) -> bool:
+        return (
+            self.accs_list is accs
+            and self.variant == variant
+            and self.scratch_base is scratch_base
+            and len(accs) == len(self.accs)
+            and all(a is b for a, b in zip(accs, self.accs, strict=True))
+        )
+
+    def nbytes(self) -> int:
+        owned = {id(t): t for t in self.slice_max + self.inverse}
+        owned.update({id(out): out for _, _, out in self.reduce if out._base is None})
+        return sum(t.numel() * t.element_size() for t in owned.values())
+
+
+class _Workspace:
+    """Scratch memory for the one full-size temporary each step needs, shared by all parameters
+    and reused across steps (allocating ~4 MB per step costs page faults with glibc's default
+    malloc), plus each parameter's :class:`_Plan`.
+
+    It lives outside ``optimizer.state`` on purpose: it holds nothing between steps that the
+    algorithm needs, is never serialized, and is the transient memory an allocating
+    implementation would use anyway. :meth:`nbytes` reports it.
     """
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+        self._plans: dict[int, tuple[Tensor, _Plan]] = {}
 
-    def get(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
-        numel = math.prod(shape)
-        key = (dtype, device)
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < numel:
-            buffer = torch.empty(numel, dtype=dtype, device=device)
-            self._buffers[key] = buffer
-        return buffer[:numel].view(shape)
+    def reserve(self, params: Sequence[Tensor]) -> None:
+        """Size the buffers once for the largest parameter of each dtype and device."""
+        need: dict[tuple[torch.dtype, torch.device], int] = {}
+        for p in params:
+            key = (p.dtype, p.device)
+            need[key] = max(need.get(key, 0), p.numel())
+        for key, numel in need.items():
+            buffer = self._buffers.get(key)
+            if buffer is None or buffer.numel() < numel:
+                self._buffers[key] = torch.empty(numel, dtype=key[0], device=key[1])
+
+    def plan(self, param: Tensor, accs: list[Tensor], variant: str) -> _Plan:
+        base = self._buffers[(param.dtype, param.device)]
+        entry = self._plans.get(id(param))
+        if entry is not None and entry[0] is param and entry[1].valid_for(accs, variant, base):
+            return entry[1]
+        scratch = base[: param.numel()].view(param.shape)
+        plan = _Plan(param, accs, variant, scratch)
+        self._plans[id(param)] = (param, plan)
+        return plan
 
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+        buffers = sum(b.numel() * b.element_size() for b in self._buffers.values())
+        return buffers + sum(plan.nbytes() for _, plan in self._plans.values())
 
 
 class SM3(Optimizer):
@@ -188,10 +276,13 @@ class SM3(Optimizer):
     otherwise); ``state["momentum_buffer"]`` only when ``momentum > 0``; and ``state["step"]``, a
     Python int. Parameters that never receive a gradient get no state.
 
-    Accumulators start at ``torch.finfo(dtype).tiny`` (about 1.2e-38 in float32) rather than 0.
-    That is below the rounding unit of any squared gradient that matters, so the results are
-    those of a zero start, but it keeps ``nu > 0``: a coordinate whose accumulators have only
-    ever seen zero gradients gets a zero update (``0 * finite``), never a NaN.
+    Accumulators start at ``torch.finfo(dtype).tiny`` (about 1.2e-38 in float32, 2.2e-308 in
+    float64) rather than 0. It keeps ``nu > 0`` without a clamp pass, so a coordinate whose
+    accumulators have only ever seen zero gradients gets a zero update (``0 * finite``), never a
+    NaN or inf (even when ``g^2`` underflows to 0). It is below half an ulp of any squared
+    gradient with ``|g| >~ 5e-16`` (float32; ``1.5e-146`` in float64), so the arithmetic is that
+    of a zero start exactly; only a coordinate whose gradients have all been smaller than that
+    gets a damped step instead of Adagrad's full ``lr``-sized first step.
 
     Sparse gradients (``nn.Embedding(sparse=True)``) are supported with the row cover: duplicate
     indices are summed, and only the rows present in the gradient are read or written, so rows
@@ -310,75 +401,54 @@ def sm3(
     """Functional SM3: update ``params``, ``accumulators`` and ``momentum_buffers`` in place.
 
     See :class:`SM3` for the algorithm. ``accumulators[k]`` is parameter k's list of
-    accumulators; its cover is read from their shapes. ``workspace`` (optional) supplies
-    reusable scratch memory.
+    accumulators; its cover is read from their shapes. ``workspace`` (optional) keeps scratch
+    memory and precomputed views between calls.
     """
     if variant not in VARIANTS:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
     workspace = workspace if workspace is not None else _Workspace()
+    workspace.reserve([p for p, g in zip(params, grads, strict=True) if not g.is_sparse])
     for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
         if param.numel() == 0:
             continue
-        kind = _cover_kind(param.shape, accs)
         if grad.is_sparse:
+            kind = _cover_kind(param.shape, accs)
             _sparse_step(param, grad, accs, kind, buf, lr=lr, variant=variant, eps=eps)
             continue
-        scratch = workspace.get(param.shape, param.dtype, param.device)
-        if kind == "singleton":
+        plan = workspace.plan(param, accs, variant)
+        if plan.kind == "singleton":
             # One set per coordinate: both variants reduce to Adagrad.
             accs[0].addcmul_(grad, grad)
-            precond = _inverse_root(accs[0], scratch, eps)
+            precond = _inverse_root(accs[0], plan.scratch, eps)
         elif variant == "ii":
-            precond = _dense_step_ii(grad, accs, kind, scratch, eps)
+            nu = plan.scratch
+            if plan.kind == "rows":
+                torch.addcmul(plan.views[0], grad, grad, out=nu)  # mu_row + g^2 in one pass
+            else:
+                _run(plan.combine)  # nu = min over the sets containing each coordinate
+                nu.addcmul_(grad, grad)
+            _run(plan.reduce)  # mu(r) = max of nu over S_r, straight into the accumulators
+            precond = _inverse_root(nu, nu, eps)
         else:
-            precond = _dense_step_i(grad, accs, kind, scratch, eps)
+            torch.mul(grad, grad, out=plan.scratch)
+            _run(plan.reduce)  # slice maxima of g^2
+            for acc, slice_max, inverse in zip(accs, plan.slice_max, plan.inverse, strict=True):
+                acc.add_(slice_max)
+                _inverse_root(acc, inverse, eps)
+            # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (with eps
+            # too): roots of the short accumulators only, then one broadcast max, no full-size
+            # square root.
+            if plan.combine:
+                _run(plan.combine)
+                precond = plan.scratch
+            else:
+                precond = plan.precond_view
         # precond = 1 / (sqrt(nu) + eps), full-size or broadcastable against grad.
         if buf is None:
             param.addcmul_(grad, precond, value=-lr)
         else:
             buf.mul_(momentum).addcmul_(grad, precond, value=1.0 - momentum)
             param.add_(buf, alpha=-lr)
-
-
-def _dense_step_ii(
-    grad: Tensor, accs: list[Tensor], kind: str, scratch: Tensor, eps: float
-) -> Tensor:
-    ndim = grad.dim()
-    nu = scratch
-    if kind == "rows":
-        # nu = mu_row + g^2 in one pass (addcmul broadcasts its input).
-        torch.addcmul(_broadcast_view(accs[0], 0, ndim), grad, grad, out=nu)
-    else:
-        _min_broadcast_into([_broadcast_view(a, j, ndim) for j, a in enumerate(accs)], nu)
-        nu.addcmul_(grad, grad)
-    # SM3-II defines mu_t(r) afresh as the max of nu_t over S_r (the old values entered through
-    # nu only), so reduce straight into the accumulators.
-    for dim, acc in enumerate(accs):
-        _max_except_into(nu, dim, acc)
-    return _inverse_root(nu, nu, eps)
-
-
-def _dense_step_i(
-    grad: Tensor, accs: list[Tensor], kind: str, scratch: Tensor, eps: float
-) -> Tensor:
-    ndim = grad.dim()
-    squares = torch.mul(grad, grad, out=scratch)
-    for dim, acc in enumerate(accs):
-        slice_max = torch.empty_like(acc)
-        _max_except_into(squares, dim, slice_max)
-        acc.add_(slice_max)
-    # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (also with eps):
-    # take roots of the short accumulators only and broadcast, no full-size square root.
-    inverse = [
-        _broadcast_view(_inverse_root(acc, torch.empty_like(acc), eps), dim, ndim)
-        for dim, acc in enumerate(accs)
-    ]
-    if len(inverse) == 1:
-        return inverse[0]  # rows cover: broadcasts in the update, no full-size write
-    out = torch.maximum(inverse[0].expand(scratch.shape), inverse[1], out=scratch)
-    for view in inverse[2:]:
-        torch.maximum(out, view, out=out)
-    return out
 
 
 def _sparse_step(

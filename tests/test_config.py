@@ -1,0 +1,125 @@
+"""Every config group composes, and bad values fail before training with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from sm3repro.config import ConfigError, validate
+from sm3repro.optim import build_optimizer
+from sm3repro.parser.model import ChenManningParser
+from sm3repro.train import CONF_DIR
+
+GROUPS = {
+    "data": ["ud_ewt", "conllx"],
+    "model": ["chen_manning"],
+    "optimizer": ["sgd", "adagrad", "adam", "sm3_i", "sm3_ii"],
+    "logger": ["wandb", "none"],
+    "experiment": ["paper", "smoke", "best_parser"],
+}
+
+
+def make_cfg(*overrides: str, return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+@pytest.fixture
+def ewt_overrides(ewt_dir: Path) -> list[str]:
+    return [f"data.dir={ewt_dir}"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_composes(group, option, ewt_overrides):
+    cfg = make_cfg(f"{group}={option}", *ewt_overrides)
+    assert cfg[group]["name"] == option if group not in ("experiment",) else cfg.experiment_name
+    if group != "data":  # conllx points at PTB files that are not here
+        validate(cfg)
+
+
+@pytest.mark.parametrize("name", GROUPS["optimizer"])
+def test_optimizer_configs_build_at_the_study_lr(name, ewt_overrides):
+    cfg = make_cfg(f"optimizer={name}", *ewt_overrides)
+    assert cfg.optimizer.lr == 0.01
+    model = ChenManningParser(50, 10, 10, 9)
+    optimizer, impl = build_optimizer(model.parameters(), cfg.optimizer)
+    assert optimizer.param_groups[0]["lr"] == 0.01 and impl
+
+
+def test_defaults_follow_the_study(ewt_overrides):
+    cfg = make_cfg(*ewt_overrides)
+    assert cfg.epochs == 10 and cfg.optimizer.name == "sm3_ii" and cfg.device == "cpu"
+    assert list(cfg.model.hidden) == [200, 200] and cfg.model.embed_dim == 50
+
+
+def test_paper_experiment_sweeps_the_grid(ewt_overrides):
+    cfg = make_cfg("experiment=paper", *ewt_overrides, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params.optimizer.split(",") == ["sm3_ii", "sm3_i", "sgd", "adagrad", "adam"]
+    assert params.batch_size.split(",") == ["64", "512"]
+    assert params.seed.split(",") == ["0", "1", "2"]
+    assert cfg.epochs == 10 and cfg.optimizer.lr == 0.01
+
+
+def test_launchers_compose(ewt_overrides):
+    joblib = make_cfg("hydra/launcher=joblib", *ewt_overrides, return_hydra_config=True)
+    assert "joblib" in joblib.hydra.launcher._target_.lower()
+    slurm = make_cfg("hydra/launcher=submitit_slurm_sm3", *ewt_overrides, return_hydra_config=True)
+    assert "slurm" in slurm.hydra.launcher._target_.lower()
+    assert slurm.hydra.launcher.cpus_per_task == 2
+
+
+def test_unknown_group_option_lists_the_allowed_ones():
+    with pytest.raises(ConfigCompositionException) as err:
+        make_cfg("optimizer=rmsprop")
+    message = str(err.value)
+    assert "optimizer" in message and "sm3_ii" in message and "adam" in message
+
+
+def test_unknown_key_and_wrong_type_name_the_key(ewt_overrides):
+    with pytest.raises(ConfigCompositionException) as err:
+        make_cfg("optimizer.learning_rate=0.1")
+    assert "learning_rate" in str(err.value) + str(err.value.__cause__)
+    for forced in ("+optimizer.learning_rate=0.1", "+learning_rate=0.1"):  # `+` skips Hydra's check
+        with pytest.raises(ConfigError, match="learning_rate"):
+            validate(make_cfg(forced, *ewt_overrides))
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        make_cfg("batch_size=lots")
+    text = str(err.value) + str(err.value.__cause__)
+    assert "batch_size" in text
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("batch_size=0", "batch_size"),
+        ("epochs=0", "epochs"),
+        ("model.activation=gelu", "model.activation"),
+        ("data.eval_punct=sometimes", "data.eval_punct"),
+        ("device=tpu", "device"),
+    ],
+)
+def test_bad_values_fail_with_the_key_named(override, key, ewt_overrides):
+    cfg = make_cfg(override, *ewt_overrides)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_missing_data_file_names_the_key(tmp_path):
+    cfg = make_cfg(f"data.dir={tmp_path}")
+    with pytest.raises(ConfigError, match=r"data\.train") as err:
+        validate(cfg)
+    assert "make data" in str(err.value)
+
+
+def test_conllx_points_at_the_study_files(tmp_path):
+    cfg = make_cfg("data=conllx", f"data.dir={tmp_path}")
+    assert OmegaConf.select(cfg, "data.train").endswith("train.conll")
+    assert cfg.data.pos_column == "xpos"  # column 4 of that data is gold UPOS

@@ -1,0 +1,151 @@
+"""The optimizer registry: every name builds and steps; config errors name the offending key."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from sm3repro.optim import OPTIMIZERS, SM3, build_optimizer, optimizer_state_bytes
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 3))
+
+
+def one_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    loss = model(torch.tensor([[1, 2], [3, 4]])).pow(2).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_names() -> None:
+    assert sorted(OPTIMIZERS) == ["adagrad", "adam", "sgd", "sm3_i", "sm3_ii"]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("impl", ["fastest", "default"])
+def test_every_name_builds_and_steps(name: str, impl: str) -> None:
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer, label = build_optimizer(model.parameters(), {"name": name, "lr": 0.01, "impl": impl})
+    assert optimizer.param_groups[0]["lr"] == 0.01
+    one_step(model, optimizer)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    if name.startswith("sm3"):
+        assert isinstance(optimizer, SM3)
+        assert optimizer.defaults["variant"] == name.removeprefix("sm3_")
+        assert label == f"sm3repro.SM3(variant={name.removeprefix('sm3_')}, cover=dims)"
+    else:
+        assert type(optimizer) is OPTIMIZERS[name]
+        cls = OPTIMIZERS[name].__name__
+        # CPU float parameters: torch's fused kernels apply.
+        expected = (
+            f"torch.optim.{cls}(fused=True)" if impl == "fastest" else f"torch.optim.{cls}(default)"
+        )
+        assert label == expected
+        assert bool(optimizer.defaults.get("fused")) == (impl == "fastest")
+
+
+def test_lr_defaults_to_the_studys_value() -> None:
+    optimizer, _ = build_optimizer(small_model().parameters(), {"name": "adam"})
+    assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_hydra_style_config_is_accepted() -> None:
+    cfg = OmegaConf.create(
+        {
+            "name": "sm3_ii",
+            "lr": 0.02,
+            "momentum": 0.5,
+            "eps": 1e-8,
+            "cover": "singleton",
+            "impl": "fastest",
+            "_target_": "ignored.Class",
+        }
+    )
+    optimizer, label = build_optimizer(small_model().parameters(), cfg)
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["eps"], group["cover"]) == (
+        0.02,
+        0.5,
+        1e-8,
+        "singleton",
+    )
+    assert label == "sm3repro.SM3(variant=ii, cover=singleton)"
+
+
+def test_options_reach_torch_optimizers() -> None:
+    params = list(small_model().parameters())
+    adam, _ = build_optimizer(params, {"name": "adam", "lr": 0.1, "betas": [0.8, 0.9], "eps": 1e-6})
+    assert adam.defaults["betas"] == (0.8, 0.9) and adam.defaults["eps"] == 1e-6
+    sgd, label = build_optimizer(params, {"name": "sgd", "momentum": 0.9, "weight_decay": 1e-4})
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    adagrad, _ = build_optimizer(params, {"name": "adagrad", "eps": 1e-6, "impl": "forloop"})
+    assert adagrad.defaults["eps"] == 1e-6 and adagrad.defaults["foreach"] is False
+    # "off" values of inapplicable keys are fine (a shared config may carry them).
+    build_optimizer(params, {"name": "adam", "momentum": 0.0, "cover": None})
+
+
+def test_fastest_falls_back_when_fused_cannot_run() -> None:
+    params = [nn.Parameter(torch.zeros(3, device="meta"))]
+    optimizer, label = build_optimizer(params, {"name": "adam"})
+    assert not optimizer.defaults.get("fused")
+    assert label.startswith("torch.optim.Adam(default; fused unavailable")
+    with pytest.raises(ValueError, match="optimizer.impl=fused"):
+        build_optimizer(params, {"name": "adam", "impl": "fused"})
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"name": "adamw"}, "optimizer.name"),
+        ({"lr": 0.01}, "optimizer.name"),
+        ({"name": "sgd", "lr": 0.0}, "optimizer.lr"),
+        ({"name": "sm3_i", "lr": -0.1}, "optimizer.lr"),
+        ({"name": "adam", "lr": "fast"}, "optimizer.lr"),
+        ({"name": "sm3_ii", "learning_rate": 0.1}, "optimizer.learning_rate"),
+        ({"name": "adam", "cover": "dims"}, "optimizer.cover"),
+        ({"name": "sgd", "eps": 1e-8}, "optimizer.eps"),
+        ({"name": "sm3_ii", "weight_decay": 1e-8}, "optimizer.weight_decay"),
+        ({"name": "sm3_ii", "impl": "fused"}, "optimizer.impl"),
+        ({"name": "adam", "impl": "turbo"}, "optimizer.impl"),
+        ({"name": "sm3_ii", "cover": "columns"}, "optimizer.cover"),
+        ({"name": "adam", "betas": [0.9]}, "optimizer.betas"),
+    ],
+)
+def test_config_errors_name_the_key(cfg: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_optimizer(small_model().parameters(), cfg)
+
+
+def test_unknown_name_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="sm3_ii") as info:
+        build_optimizer(small_model().parameters(), {"name": "adamw"})
+    assert all(name in str(info.value) for name in OPTIMIZERS)
+
+
+def test_invalid_values_are_reported_with_the_optimizer() -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        build_optimizer(small_model().parameters(), {"name": "sm3_ii", "momentum": 1.5})
+    with pytest.raises(ValueError, match="eps"):
+        build_optimizer(small_model().parameters(), {"name": "adagrad", "eps": -1.0})
+
+
+def test_state_bytes_of_torch_optimizers() -> None:
+    model = small_model()
+    n = sum(p.numel() for p in model.parameters())
+    adam, _ = build_optimizer(model.parameters(), {"name": "adam", "impl": "default"})
+    one_step(model, adam)
+    steps = sum(s["step"].numel() * s["step"].element_size() for s in adam.state.values())
+    assert optimizer_state_bytes(adam) == 2 * n * 4 + steps
+    sgd, _ = build_optimizer(model.parameters(), {"name": "sgd"})
+    one_step(model, sgd)
+    assert optimizer_state_bytes(sgd) == 0  # no momentum: torch keeps no buffer
+    sm3, _ = build_optimizer(model.parameters(), {"name": "sm3_ii"})
+    one_step(model, sm3)
+    # Embedding 10x4 -> 10+4, Linear weight 3x8 -> 3+8, bias 3 -> 3 (per coordinate).
+    assert optimizer_state_bytes(sm3) == (10 + 4 + 3 + 8 + 3) * 4
