@@ -30,15 +30,18 @@ def test_usable_cores_and_rss_helpers() -> None:
 
 
 def test_busy_thread_reads_100_over_cores() -> None:
-    expected = 100.0 / usable_cores()
+    full = 100.0 / usable_cores()  # one thread owning a whole core
     meter = ResourceMeter(interval=0.1).start()
+    wall0, thread0 = time.perf_counter(), time.thread_time()
     busy(0.6)
+    # What this thread really got: on a box shared with other jobs it can be < a core.
+    got = 100.0 * (time.thread_time() - thread0) / (time.perf_counter() - wall0) / usable_cores()
     epoch = meter.mark_epoch()
     totals = meter.stop()
-    # Loose: other processes share this box, so the busy thread may not get a whole core.
-    assert 0.5 * expected <= epoch["cpu_percent"] <= 1.3 * expected, epoch
-    assert 0.5 * expected <= totals["cpu_percent"] <= 1.3 * expected, totals
-    assert totals["cpu_percent_peak"] <= 1.5 * expected  # per-sample, same 0-100 scale
+    for measured in (epoch["cpu_percent"], totals["cpu_percent"]):
+        assert 0.8 * got <= measured <= 1.3 * full, (measured, got, full)
+        assert measured >= 0.3 * full  # loose: even a crowded box gives a busy thread this
+    assert totals["cpu_percent_peak"] <= 1.5 * full  # per-sample, same 0-100 scale
     assert totals["samples"] >= 3
     assert totals["usable_cores"] == usable_cores()
     assert 0.55 <= totals["runtime_s"] < 1.5

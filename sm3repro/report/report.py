@@ -730,6 +730,12 @@ def _unique(runs: pd.DataFrame, col: str) -> str:
     return ", ".join(values) if len(values) else "not recorded"
 
 
+# pdflatex has no glyphs for these without extra packages; < and > print as other characters.
+LATEX_SYMBOLS = str.maketrans(
+    {"±": r"$\pm$", "≤": r"$\le$", "≥": r"$\ge$", "≈": r"$\approx$", "–": "--", "<": "$<$", ">": "$>$"}
+)
+
+
 def _markdown(df: pd.DataFrame) -> str:
     # disable_numparse: tabulate would otherwise reformat the numbers (e.g. 9.0 -> 9)
     return df.to_markdown(index=False, disable_numparse=True)
@@ -912,12 +918,10 @@ def build_report(
         _write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
         shown, caption = displays[name]
         fmt = "rp{4cm}p{4cm}p{2.5cm}p{6cm}" if name == "claims" else None
-        _write_text(
-            out_dir / "tables" / f"{name}.tex",
-            shown.to_latex(
-                index=False, escape=True, caption=caption, label=f"tab:{name}", column_format=fmt
-            ),
+        tex = shown.to_latex(
+            index=False, escape=True, caption=caption, label=f"tab:{name}", column_format=fmt
         )
+        _write_text(out_dir / "tables" / f"{name}.tex", tex.translate(LATEX_SYMBOLS))
     _write_text(out_dir / "tables" / "excluded_runs.csv", loaded.excluded.to_csv(index=False))
 
     curves = loaded.curves
