@@ -10,8 +10,11 @@ Facts about wandb 0.31 this relies on:
 - online without network blocks ~100 s then raises; Settings(init_timeout=...) bounds that;
 - system-metric sampling (x_disable_stats) costs CPU in the measured process tree and would
   distort the CPU% we record, so it is off;
-- `import wandb` is slow and starts nothing by itself, but we still import it lazily so that
-  `logger.name: none` or `mode: disabled` runs never touch it.
+- `run.finish()` returns before wandb-core has flushed the `run-*.wandb` file (it closes
+  the stream in the background); process exit waits for it, a reader in the same process
+  must wait for the exit record (see tests/wandb_offline.py);
+- `import wandb` takes ~0.4 s; we import it lazily so that `logger.name: none` or
+  `mode: disabled` runs never touch it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WANDB_MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline"}  # W&B's old name for offline
+_online_failure: str | None = None  # why online init failed earlier in this process, if it did
 
 
 class Tracker:
@@ -187,6 +191,7 @@ def make_tracker(
     """A Tracker for the `logger` config node: `{name: wandb, project, entity, mode,
     init_timeout}` or `{name: none}`. Falls back to a no-op Tracker, with a warning, when
     W&B cannot start, so training continues and the local record stays complete."""
+    global _online_failure
     name = str((cfg or {}).get("name") or "none").lower()
     if name in ("none", "null"):
         return Tracker()
@@ -195,6 +200,11 @@ def make_tracker(
     mode = resolve_wandb_mode(cfg.get("mode"))
     if mode == "disabled":
         return Tracker()  # do not even import wandb
+    if mode == "online" and _online_failure is not None:
+        # Without network every init waits init_timeout; do not pay that for every job
+        # of a sweep run in this process.
+        _warn(f"W&B online skipped: it already failed in this process ({_online_failure})")
+        return Tracker()
 
     directory = Path(directory)
     try:
@@ -229,10 +239,13 @@ def make_tracker(
             run.finish(exit_code=1)
             raise
     except Exception as exc:
-        message = (
-            f"W&B ({mode}) could not start, continuing without it: {type(exc).__name__}: "
-            f"{exc}".strip()
-        )
-        log.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        problem = f"{type(exc).__name__}: {exc}".strip()
+        if mode == "online":
+            _online_failure = problem
+        _warn(f"W&B ({mode}) could not start, continuing without it: {problem}")
         return Tracker()
+
+
+def _warn(message: str) -> None:
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -237,6 +237,13 @@ def test_online_without_network_falls_back(tmp_path: Path) -> None:
         assert any("could not start" in str(w.message) for w in caught), [str(w.message) for w in caught]
         with tracker:
             tracker.log_step(1, {{"loss": 1.0}})
+        # The next job of a sweep in this process does not wait again.
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            again = make_tracker(cfg, "r2", "r2", {{}}, None, [], {str(tmp_path / "runs")!r})
+        assert type(again) is Tracker and time.perf_counter() - t0 < 2
+        assert any("already failed" in str(w.message) for w in caught)
         """
     )
     env = {**os.environ, **wandb_env(tmp_path)}

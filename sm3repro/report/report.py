@@ -732,7 +732,15 @@ def _unique(runs: pd.DataFrame, col: str) -> str:
 
 # pdflatex has no glyphs for these without extra packages; < and > print as other characters.
 LATEX_SYMBOLS = str.maketrans(
-    {"±": r"$\pm$", "≤": r"$\le$", "≥": r"$\ge$", "≈": r"$\approx$", "–": "--", "<": "$<$", ">": "$>$"}
+    {
+        "±": r"$\pm$",
+        "≤": r"$\le$",
+        "≥": r"$\ge$",
+        "≈": r"$\approx$",
+        "–": "--",
+        "<": "$<$",
+        ">": "$>$",
+    }
 )
 
 
