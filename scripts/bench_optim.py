@@ -5,13 +5,14 @@ gradients; their steps are timed side by side in interleaved rounds (round-robin
 other processes hits all of them alike) and the median per-step time over rounds is reported,
 as a ratio to torch's default Adagrad, with each optimizer's state bytes.
 
-    python scripts/bench_optim.py [--threads 2] [--rounds 7] [--steps 50] [--json out.json]
+    python scripts/bench_optim.py [--threads 2] [--rounds 15] [--steps 20] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -95,8 +96,8 @@ def candidates() -> list[tuple[str, Callable[[list[nn.Parameter]], torch.optim.O
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (7)")
-    parser.add_argument("--steps", type=int, default=50, help="steps per optimizer per round")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (15)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per optimizer per round (20)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (5)")
     parser.add_argument("--vocab-size", type=int, default=None, help="override the vocabulary")
     parser.add_argument("--train", type=Path, default=DEFAULT_TRAIN, help="EWT train .conllu")
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("shapes: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
     print(f"{n_params:,} parameters (float32)")
+    load_before = os.getloadavg()[0]
 
     initial = {k: torch.randn(s) * 0.1 for k, s in shapes.items()}
     # Two gradient sets, alternated, so no step sees exactly the previous step's gradient.
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             run["times"].append(run_steps(run, args.steps))
 
+    load_after = os.getloadavg()[0]
     by_label = {run["label"]: run for run in runs}
     for run in runs:
         run["median_ms"] = statistics.median(run["times"]) * 1e3
@@ -176,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if run["scratch_bytes"] is not None:
             print(
-                f"({run['label']} also keeps {run['scratch_bytes']:,} bytes of reusable scratch "
-                "outside its state: the size of the largest parameter, the same transient memory "
-                "torch's Adagrad allocates every step)"
+                f"{run['label']}: plus {run['scratch_bytes']:,} bytes of reusable scratch outside "
+                "its state (one buffer the size of the largest parameter, the transient memory "
+                "torch's default Adagrad allocates every step, and small reduction buffers)"
             )
 
     checks = []
@@ -190,13 +193,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         if peer is not None:
             checks.append(
-                (f"{name} step faster than pytorch_optimizer.SM3", run["median_ms"] < peer["median_ms"])
+                (
+                    f"{name} step faster than pytorch_optimizer.SM3",
+                    run["median_ms"] < peer["median_ms"],
+                )
             )
         checks.append((f"{name} state bytes <= 1% of Adam's", run["pct_adam"] <= 1.0))
         checks.append((f"{name} state bytes <= 2% of Adagrad's", run["pct_adagrad"] <= 2.0))
     print()
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    cores = os.cpu_count() or 1
+    print(f"\nload average {load_before:.2f} before, {load_after:.2f} after, on {cores} cores")
+    others = max(load_before, load_after) - 1.0  # the 1-minute average counts this process too
+    if args.threads > 1 and others > cores - args.threads + 0.5:
+        print(
+            "warning: other processes were using the cores this run needs; with several torch "
+            "threads every parallel op can stall on a descheduled worker, which penalises "
+            "optimizers issuing more (smaller) ops. Re-run when the machine is idle, or compare "
+            "with --threads 1."
+        )
 
     if args.json is not None:
         result = {
@@ -206,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps_per_round": args.steps,
             "shapes": {k: list(v) for k, v in shapes.items()},
             "n_params": n_params,
+            "load_average": [load_before, load_after],
             "optimizers": [
                 {
                     key: run[key]
@@ -219,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scratch_bytes",
                     )
                 }
+                | {"min_ms": min(run["times"]) * 1e3}
                 | {"round_ms": [t * 1e3 for t in run["times"]]}
                 for run in runs
             ],

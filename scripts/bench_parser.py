@@ -66,21 +66,29 @@ def main() -> None:
         reload_s, _ = timed(lambda: load_or_build(cache, key, featurize), args.repeats)
 
     torch.manual_seed(0)
-    model = ChenManningParser(len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions)
+    model = ChenManningParser(
+        len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions
+    )
     model.eval()
     decode_s, _ = timed(lambda: parse(model, encode(test, vocab), precompute=True), args.repeats)
     direct_s, _ = timed(lambda: parse(model, encode(test, vocab), precompute=False), args.repeats)
     rate, direct_rate = len(test) / decode_s, len(test) / direct_s
 
-    print(f"EWT train: {len(train):,} sentences, {len(projective):,} projective, "
-          f"{len(features):,} configurations; test: {len(test):,} sentences; threads {args.threads}")
+    print(
+        f"EWT train: {len(train):,} sentences, {len(projective):,} projective, "
+        f"{len(features):,} configurations; test: {len(test):,} sentences; threads {args.threads}"
+    )
     print(f"{'figure':<52} {'value':>12} {'vs peer':>9}")
     print(f"{'read train (conllu reader + validation), s':<52} {read_s:>12.3f} {'':>9}")
-    print(f"{'oracle + 48 features, all of train, s':<52} {feat_s:>12.3f} "
-          f"{PEER_FEATURIZE_S / feat_s:>8.1f}x")
+    print(
+        f"{'oracle + 48 features, all of train, s':<52} {feat_s:>12.3f} "
+        f"{PEER_FEATURIZE_S / feat_s:>8.1f}x"
+    )
     print(f"{'reload feature cache, s':<52} {reload_s:>12.3f} {PEER_FEATURIZE_S / reload_s:>8.1f}x")
-    print(f"{'decode test, precomputed first layer, sent/s':<52} {rate:>12,.0f} "
-          f"{rate / PEER_SENT_PER_S:>8.1f}x")
+    print(
+        f"{'decode test, precomputed first layer, sent/s':<52} {rate:>12,.0f} "
+        f"{rate / PEER_SENT_PER_S:>8.1f}x"
+    )
     print(f"{'decode test, direct forward pass, sent/s':<52} {direct_rate:>12,.0f} "
           f"{direct_rate / PEER_SENT_PER_S:>8.1f}x")  # fmt: skip
     checks = [

@@ -46,6 +46,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [200, 200])
     activation: str = "relu"
     dropout: float = 0.5
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -93,7 +94,7 @@ ConfigStore.instance().store(name="schema", node=RunConfig)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("conllu", "conllx"),
-    "data.pos_column": ("xpos", "upos"),
+    "data.pos_column": ("xpos", "upos", "both"),
     "data.labels": ("full", "universal"),
     "data.eval_punct": ("include", "upos", "ptb"),
     "data.eval_labels": ("universal", "full"),
@@ -133,7 +134,9 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed."""
     unknown = _unknown_keys(cfg, RunConfig)
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]}; see conf/ and sm3repro/config.py for the keys")
+        raise ConfigError(
+            f"unknown config key {unknown[0]}; see conf/ and sm3repro/config.py for the keys"
+        )
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
@@ -156,12 +159,22 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be >= 1 or null")
     if len(cfg.model.hidden) != 2 or min(cfg.model.hidden) < 1:
         raise ConfigError(f"model.hidden={list(cfg.model.hidden)} must be two positive sizes")
+    if cfg.model.word_dropout < 0:
+        raise ConfigError(f"model.word_dropout={cfg.model.word_dropout} must be >= 0")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     for split in ("train", "dev", "test"):
         path = Path(cfg.data[split])
+        if path.is_dir():
+            raise ConfigError(
+                f"data.{split}={str(path)!r}: is a directory, expected a treebank file"
+            )
         if not path.is_file():
-            hint = " (run `make data`, or set data.dir / SM3REPRO_DATA)" if cfg.data.name == "ud_ewt" else ""
+            hint = (
+                " (run `make data`, or set data.dir / SM3REPRO_DATA)"
+                if cfg.data.name == "ud_ewt"
+                else ""
+            )
             raise ConfigError(f"data.{split}={str(path)!r}: no such file{hint}")
     if cfg.data.embeddings is not None and not Path(cfg.data.embeddings).is_file():
         raise ConfigError(f"data.embeddings={cfg.data.embeddings!r}: no such file")
@@ -169,4 +182,6 @@ def validate(cfg: DictConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("device='cuda' was asked for but no CUDA device is available; use device=cpu")
+            raise ConfigError(
+                "device='cuda' was asked for but no CUDA device is available; use device=cpu"
+            )

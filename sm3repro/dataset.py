@@ -61,7 +61,9 @@ def load_data(cfg: DictConfig, cache_dir: str | Path | None) -> ParserData:
     def build() -> tuple[np.ndarray, np.ndarray]:
         return oracle_examples(encode(projective, vocab), len(vocab.relations))
 
-    features, gold, cache_hit = load_or_build(cache_dir, key, build)
+    features, gold, cache_hit = load_or_build(
+        cache_dir, key, build, source=(cfg.train, checksums["train"])
+    )
     t2 = time.perf_counter()
     stats = {
         "name": cfg.name,

@@ -8,19 +8,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the same folder
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            # A full disk raises ENOSPC from write() with no file name: name the record.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
 
 
@@ -64,6 +71,20 @@ def run_id_for(config: dict) -> str:
 
 # -- one run's folder --------------------------------------------------------------------
 FINISHED = ("completed", "diverged")
+# Files a finished record vouches for: their digests go into the final summary, so a
+# truncated, missing or edited file is caught before the run is trusted as finished.
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "predictions.conllu")
+REQUIRED_FILES = ("config.yaml", "metrics.jsonl")  # every record has these, diverged or not
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class RunLocked(RuntimeError):
@@ -87,10 +108,19 @@ class RunDir:
         """Make the folder and prove it is writable before any training starts."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.path / ".write-probe", "ok\n")
-            (self.path / ".write-probe").unlink()
+            # A private probe name: two sweeps probing the same run must not race on one file.
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-probe.")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(b"ok\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            finally:
+                Path(probe).unlink(missing_ok=True)
         except OSError as err:
-            raise OSError(f"results folder {self.path} is not writable: {err.strerror or err}") from None
+            raise OSError(
+                f"results folder {self.path} is not writable: {err.strerror or err}"
+            ) from None
 
     def lock(self) -> None:
         """Hold an exclusive lock for this run (released by the OS even on SIGKILL)."""
@@ -103,6 +133,20 @@ class RunDir:
             fh.close()
             raise RunLocked(f"run {self.run_id} is being trained by another process") from None
         self._lock_fh = fh
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Drop half-written ``.<file>.*.tmp`` left by a killed writer. Safe only under the
+        lock: every record write happens under it, so no live writer owns these files."""
+        for tmp in self.path.glob(f".*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+    def discard_if_unstarted(self) -> None:
+        """Remove the run folder if nothing but the lock was ever written to it."""
+        if {p.name for p in self.path.iterdir()} <= {".lock"}:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -121,14 +165,68 @@ class RunDir:
         except (ValueError, OSError) as err:
             import warnings
 
-            warnings.warn(f"{self.summary_path} is damaged ({err}); the run will be redone", stacklevel=2)
+            warnings.warn(
+                f"{self.summary_path} is damaged ({err}); the run will be redone", stacklevel=2
+            )
             return None
 
-    def is_finished(self) -> bool:
+    def record_problem(self, summary: dict) -> str | None:
+        """Why a finished record's files cannot be trusted, or None when they are intact."""
+        digests = summary.get("record_files")
+        if not isinstance(digests, dict):  # written before digests existed: check structure
+            digests = {name: None for name in REQUIRED_FILES}
+        for name in REQUIRED_FILES:
+            if name not in digests:
+                return f"the summary does not vouch for {name}"
+        for name, digest in digests.items():
+            path = self.path / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if digest is not None and sha256_file(path) != digest:
+                return f"{name} does not match the summary (truncated or changed)"
+        try:  # also catches a legacy record's torn last line
+            rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines()]
+        except (ValueError, OSError) as err:
+            return f"metrics.jsonl is unreadable ({err})"
+        epochs = sum(1 for r in rows if isinstance(r, dict) and r.get("kind") == "epoch")
+        if epochs < int(summary.get("epochs_completed") or 0):
+            return (
+                f"metrics.jsonl has {epochs} epoch rows, the summary {summary['epochs_completed']}"
+            )
+        return None
+
+    def finished_summary(self) -> dict | None:
+        """The summary of a finished, intact record; None (with a warning for a damaged
+        finished record) when the run still has to be trained."""
         summary = self.read_summary()
-        return summary is not None and summary.get("status") in FINISHED
+        if summary is None or summary.get("status") not in FINISHED:
+            return None
+        problem = self.record_problem(summary)
+        if problem is not None:
+            import warnings
+
+            warnings.warn(
+                f"run {self.run_id} is marked {summary['status']} but its record is damaged "
+                f"({problem}); the run will be redone",
+                stacklevel=2,
+            )
+            return None
+        return summary
+
+    def is_finished(self) -> bool:
+        return self.finished_summary() is not None
 
     def write_summary(self, summary: dict) -> None:
+        """Write the summary atomically; a finished one also records its files' digests."""
+        if summary.get("status") in FINISHED:
+            summary = {
+                **summary,
+                "record_files": {
+                    name: sha256_file(self.path / name)
+                    for name in RECORD_FILES
+                    if (self.path / name).is_file()
+                },
+            }
         atomic_write_json(self.summary_path, summary)
 
     def write_metrics(self, rows: list[dict]) -> None:

@@ -36,7 +36,7 @@ from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.decode import parse
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.provenance import provenance
-from sm3repro.records import FINISHED, RunDir, RunLocked, atomic_write_bytes, run_id_for
+from sm3repro.records import RunDir, RunLocked, atomic_write_bytes, atomic_write_text, run_id_for
 from sm3repro.resources import ResourceMeter
 from sm3repro.tracking import make_tracker
 
@@ -93,14 +93,22 @@ def evaluate(model: ChenManningParser, data: ParserData, split: EvalSet, cfg: Di
         pred_heads.append(heads[k, 1 : n + 1].tolist())
         pred_rels.append([relations[r] for r in rels[k, 1 : n + 1]])
     scores = attachment_scores(
-        split.sentences, pred_heads, pred_rels, punct=cfg.data.eval_punct, labels=cfg.data.eval_labels
+        split.sentences,
+        pred_heads,
+        pred_rels,
+        punct=cfg.data.eval_punct,
+        labels=cfg.data.eval_labels,
     )
     scores = {k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in scores.items()}
     return scores, pred_heads, pred_rels
 
 
 def _rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "shuffle": generator.get_state(), "numpy": np.random.get_state()}
+    return {
+        "torch": torch.get_rng_state(),
+        "shuffle": generator.get_state(),
+        "numpy": np.random.get_state(),
+    }
 
 
 def _set_rng_state(state: dict, generator: torch.Generator) -> None:
@@ -134,25 +142,32 @@ def run(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     run_id = run_id_for(resolved)
     record = RunDir(cfg.results_dir, run_id)
-    record.create()
+    record.create()  # fails early, and clearly, on a read-only or full results folder
     record.lock()
     try:
-        previous = record.read_summary()
-        if previous is not None and previous.get("status") in FINISHED:
-            log.info("run %s already %s; skipping", run_id, previous["status"])
-            return previous
-        return _train(cfg, resolved, record)
+        if (previous := record.finished_summary()) is not None:
+            return _skip(record, previous)
+        try:
+            data = _load_data_once(cfg)
+        except BaseException:
+            record.discard_if_unstarted()  # bad data or Ctrl-C: leave no stray run folder
+            raise
+        return _train(cfg, resolved, record, data)
     finally:
         record.unlock()
 
 
-def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
+def _skip(record: RunDir, previous: dict) -> dict:
+    log.info("run %s already %s; skipping", record.run_id, previous["status"])
+    record.checkpoint_path.unlink(missing_ok=True)  # left if killed just after finishing
+    return previous
+
+
+def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) -> dict:
     torch.set_num_threads(cfg.torch_threads)
     device = torch.device(cfg.device)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record.config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    data = _load_data_once(cfg)
+    atomic_write_text(record.config_path, OmegaConf.to_yaml(cfg, resolve=True))
     vocab = data.vocab
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -160,6 +175,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
         len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
         embed_dim=cfg.model.embed_dim, hidden=tuple(cfg.model.hidden),
         activation=cfg.model.activation, dropout=cfg.model.dropout,
+        word_dropout=cfg.model.word_dropout, word_counts=vocab.word_counts,
     ).to(device)  # fmt: skip
     if cfg.data.embeddings:
         found = model.load_pretrained(cfg.data.embeddings, vocab.words)
@@ -234,7 +250,9 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
                 if window_steps == cfg.log_every or b == n_batches - 1:
                     step = (epoch - 1) * n_batches + b + 1
                     mean_loss = float(window_loss) / window_steps
-                    metrics.append({"kind": "step", "epoch": epoch, "step": step, "loss": mean_loss})
+                    metrics.append(
+                        {"kind": "step", "epoch": epoch, "step": step, "loss": mean_loss}
+                    )
                     tracker.log_step(step, {"train/loss": mean_loss})
                     window_loss.zero_()
                     window_steps = 0
@@ -244,6 +262,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
                         break
             progress.close()
             if status == "diverged":
+                record.write_metrics(metrics)  # keep the losses that led up to it
                 log.warning("run %s diverged in epoch %d: %s", record.run_id, epoch, reason)
                 break
             train_time = time.perf_counter() - epoch_start
@@ -256,7 +275,9 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
                 "epoch": epoch,
                 "train_loss": float(loss_sum) / n_examples,
                 "train_accuracy": int(correct) / n_examples,
-                **{f"dev_{k}": v for k, v in dev_scores.items() if k.endswith(("_micro", "_macro"))},
+                **{
+                    f"dev_{k}": v for k, v in dev_scores.items() if k.endswith(("_micro", "_macro"))
+                },
                 "epoch_time_s": round(train_time, 3),
                 "examples_per_s": round(n_examples / train_time, 1),
                 "cpu_percent": usage.get("cpu_percent"),
@@ -271,7 +292,11 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
                 row["dev_las_micro"], row["dev_uas_micro"], train_time,
             )  # fmt: skip
             if best is None or row["dev_las_micro"] > best["dev"]["las_micro"]:
-                best = {"epoch": epoch, "dev": dev_scores, "model": copy.deepcopy(model.state_dict())}
+                best = {
+                    "epoch": epoch,
+                    "dev": dev_scores,
+                    "model": copy.deepcopy(model.state_dict()),
+                }
             summary["epochs_completed"] = epoch
             record.write_metrics(metrics)
             if cfg.checkpoint and epoch < cfg.epochs:
@@ -302,7 +327,9 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
         resources["runtime_min"] = round(resources["runtime_s"] / 60, 3)
         if elapsed["runtime_s"] > 0:  # resumed: CPU% over all segments of the run
             cpu_s = elapsed["cpu_s"] + usage["cpu_s"]
-            resources["cpu_percent"] = round(100 * cpu_s / resources["runtime_s"] / usage["usable_cores"], 2)
+            resources["cpu_percent"] = round(
+                100 * cpu_s / resources["runtime_s"] / usage["usable_cores"], 2
+            )
         epoch_rows = [m for m in metrics if m["kind"] == "epoch"]
         if epoch_rows:
             times = [m["epoch_time_s"] for m in epoch_rows]
@@ -334,7 +361,9 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir) -> dict:
 
 
 def _flat_summary(summary: dict) -> dict:
-    keep = {k: summary.get(k) for k in ("status", "optimizer", "optimizer_impl", "batch_size", "seed")}
+    keep = {
+        k: summary.get(k) for k in ("status", "optimizer", "optimizer_impl", "batch_size", "seed")
+    }
     for section in ("final", "best_dev", "resources"):
         for k, v in (summary.get(section) or {}).items():
             if isinstance(v, dict):
@@ -361,6 +390,12 @@ def main(cfg: DictConfig) -> float | None:
     except RunLocked as err:
         log.warning("%s; skipping it here", err)
         return None
+    except KeyboardInterrupt:
+        # Ctrl-C: records are written atomically and the last checkpoint stays; say so, no traceback.
+        if cfg.debug:
+            raise
+        print("sm3repro: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except (ConfigError, TreebankError, OSError) as err:
         if cfg.debug:
             raise

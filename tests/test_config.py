@@ -123,3 +123,12 @@ def test_conllx_points_at_the_study_files(tmp_path):
     cfg = make_cfg("data=conllx", f"data.dir={tmp_path}")
     assert OmegaConf.select(cfg, "data.train").endswith("train.conll")
     assert cfg.data.pos_column == "xpos"  # column 4 of that data is gold UPOS
+
+
+def test_experiments_override_the_top_level_defaults(ewt_overrides):
+    smoke = make_cfg("experiment=smoke", *ewt_overrides)
+    assert smoke.epochs == 2 and smoke.experiment_name == "smoke"
+    assert smoke.data.max_train_sentences == 300
+    best = make_cfg("experiment=best_parser", *ewt_overrides)
+    assert best.optimizer.name == "adam" and best.experiment_name == "best_parser"
+    assert make_cfg("experiment=smoke", "epochs=3", *ewt_overrides).epochs == 3  # CLI still wins

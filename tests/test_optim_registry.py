@@ -128,11 +128,27 @@ def test_unknown_name_lists_the_choices() -> None:
     assert all(name in str(info.value) for name in OPTIMIZERS)
 
 
-def test_invalid_values_are_reported_with_the_optimizer() -> None:
-    with pytest.raises(ValueError, match="momentum"):
-        build_optimizer(small_model().parameters(), {"name": "sm3_ii", "momentum": 1.5})
-    with pytest.raises(ValueError, match="eps"):
-        build_optimizer(small_model().parameters(), {"name": "adagrad", "eps": -1.0})
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"name": "sm3_ii", "momentum": 1.5}, "optimizer.momentum"),
+        ({"name": "sm3_i", "eps": -1.0}, "optimizer.eps"),
+        ({"name": "adagrad", "eps": -1.0}, "optimizer.eps"),
+        ({"name": "adam", "betas": [1.5, 0.9]}, "optimizer.betas"),
+        ({"name": "sgd", "momentum": -0.5}, "optimizer.momentum"),
+        ({"name": "adam", "weight_decay": -1.0}, "optimizer.weight_decay"),
+    ],
+)
+def test_invalid_values_name_the_key(cfg: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        build_optimizer(small_model().parameters(), cfg)
+
+
+def test_every_unknown_key_is_listed() -> None:
+    with pytest.raises(ValueError, match=r"optimizer\.lr_decay, optimizer\.nesterov"):
+        build_optimizer(
+            small_model().parameters(), {"name": "sgd", "nesterov": True, "lr_decay": 0}
+        )
 
 
 def test_state_bytes_of_torch_optimizers() -> None:

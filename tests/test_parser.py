@@ -69,7 +69,9 @@ def test_first_configuration_features(train_sentences, vocab):
 def test_decoding_always_yields_trees(train_sentences, vocab, ewt_dev, seed):
     torch.manual_seed(seed)
     dev = read_treebank(ewt_dev)[:400]
-    model = ChenManningParser(len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions)
+    model = ChenManningParser(
+        len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions
+    )
     with torch.no_grad():  # random weights, scaled up so illegal moves would often win unmasked
         for p in model.parameters():
             p.mul_(5)
@@ -91,7 +93,9 @@ def test_decoding_always_yields_trees(train_sentences, vocab, ewt_dev, seed):
 def test_precomputed_first_layer_gives_the_same_parses(train_sentences, vocab, ewt_test):
     torch.manual_seed(0)
     test = read_treebank(ewt_test)[:300]
-    model = ChenManningParser(len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions)
+    model = ChenManningParser(
+        len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions
+    )
     corpus = encode(test, vocab)
     fast = parse(model, corpus, precompute=True)
     direct = parse(model, corpus, precompute=False)

@@ -62,7 +62,9 @@ def _tree_problem(heads: Sequence[int]) -> str | None:
     if not roots:
         return "no token has HEAD 0 (the sentence has no root)"
     if len(roots) > 1:
-        return f"several tokens have HEAD 0 (tokens {', '.join(map(str, roots))}): expected one root"
+        return (
+            f"several tokens have HEAD 0 (tokens {', '.join(map(str, roots))}): expected one root"
+        )
     state = [0] * (n + 1)  # 0 unvisited, 1 on current path, 2 reaches the root
     state[0] = 2
     for start in range(1, n + 1):
@@ -73,7 +75,9 @@ def _tree_problem(heads: Sequence[int]) -> str | None:
             node = heads[node - 1]
         if state[node] == 1:
             cycle = path[path.index(node) :]
-            return "HEAD values form a cycle through tokens " + " -> ".join(map(str, cycle + [node]))
+            return "HEAD values form a cycle through tokens " + " -> ".join(
+                map(str, cycle + [node])
+            )
         for p in path:
             state[p] = 2
     return None

@@ -23,13 +23,13 @@ def universal_label(deprel: str) -> str:
 class TreebankView:
     """Which columns the parser reads: the POS column and the label granularity."""
 
-    pos_column: str = "xpos"  # "xpos" (PTB-style, default) or "upos"
+    pos_column: str = "xpos"  # "xpos" (PTB-style, default), "upos", or "both" (UPOS|XPOS)
     labels: str = "full"  # "full" (nmod:poss) or "universal" (nmod)
     lowercase: bool = True
 
     def __post_init__(self) -> None:
-        if self.pos_column not in ("xpos", "upos"):
-            raise ValueError(f"data.pos_column must be 'xpos' or 'upos', got {self.pos_column!r}")
+        if self.pos_column not in ("xpos", "upos", "both"):
+            raise ValueError(f"data.pos_column must be xpos, upos or both, got {self.pos_column!r}")
         if self.labels not in ("full", "universal"):
             raise ValueError(f"data.labels must be 'full' or 'universal', got {self.labels!r}")
 
@@ -37,6 +37,8 @@ class TreebankView:
         return [w.lower() for w in sent.forms] if self.lowercase else list(sent.forms)
 
     def tags(self, sent: Sentence) -> list[str]:
+        if self.pos_column == "both":  # UD's AUX/VERB split is invisible in PTB tags alone
+            return [f"{u}|{x}" for u, x in zip(sent.upos, sent.xpos, strict=True)]
         return sent.xpos if self.pos_column == "xpos" else sent.upos
 
     def deprels(self, sent: Sentence) -> list[str]:
@@ -53,6 +55,7 @@ class Vocab:
     tags: list[str]
     labels: list[str]
     view: TreebankView
+    word_counts: list[int] | None = None  # train frequency of each word id (0 for specials)
 
     def __post_init__(self) -> None:
         self.word_index = {w: i for i, w in enumerate(self.words)}
@@ -87,6 +90,7 @@ class Vocab:
             if c >= min_word_freq
         ]
         return cls(
+            word_counts=[0] * len(SPECIALS) + [word_counts[w] for w in words],
             words=[*SPECIALS, *words],
             tags=[*SPECIALS, *sorted(tags)],
             labels=[*SPECIALS, *sorted(labels)],
@@ -95,10 +99,18 @@ class Vocab:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"words": self.words, "tags": self.tags, "labels": self.labels, "view": vars(self.view)}
+            {
+                "words": self.words,
+                "tags": self.tags,
+                "labels": self.labels,
+                "view": vars(self.view),
+                "word_counts": self.word_counts,
+            }
         )
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
         d = json.loads(text)
-        return cls(d["words"], d["tags"], d["labels"], TreebankView(**d["view"]))
+        return cls(
+            d["words"], d["tags"], d["labels"], TreebankView(**d["view"]), d.get("word_counts")
+        )

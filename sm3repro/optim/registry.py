@@ -78,13 +78,12 @@ def build_optimizer(
     """
     options = _as_dict(cfg)
     options.pop("_target_", None)
-    unknown = sorted(set(options) - _KNOWN)
+    unknown = sorted(str(key) for key in set(options) - _KNOWN)
     if unknown:
-        raise ValueError(
-            f"unknown key optimizer.{unknown[0]} (allowed keys: {sorted(_KNOWN - {'_target_'})})"
-        )
+        listed = ", ".join(f"optimizer.{key}" for key in unknown)
+        raise ValueError(f"unknown key {listed} (allowed: {sorted(_KNOWN - {'_target_'})})")
     name = options.pop("name", None)
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     lr = options.pop("lr", None)
     lr = DEFAULT_LR if lr is None else _number("lr", lr)
@@ -106,10 +105,9 @@ def build_optimizer(
                 f"(it takes: {sorted(_APPLICABLE[name])})"
             )
         if key == "betas":
-            betas = tuple(_number(key, b) for b in value)
-            if len(betas) != 2:
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError(f"optimizer.betas must be two numbers, got {value!r}")
-            kwargs[key] = betas
+            kwargs[key] = tuple(_number(key, b) for b in value)
         elif key == "cover":
             if value not in COVERS:
                 raise ValueError(f"optimizer.cover must be one of {list(COVERS)}, got {value!r}")
@@ -128,7 +126,7 @@ def build_optimizer(
         try:
             optimizer = SM3(params, lr=lr, variant=variant, **kwargs)
         except ValueError as error:
-            raise ValueError(f"invalid optimizer config for optimizer.name={name}: {error}") from error
+            raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
         return optimizer, f"sm3repro.SM3(variant={variant}, cover={optimizer.defaults['cover']})"
     return _build_torch(OPTIMIZERS[name], params, lr, impl, kwargs)
 
@@ -183,8 +181,30 @@ def _build_torch(
     except ValueError as error:
         if str(error).startswith("optimizer."):
             raise
-        # torch's messages name its own arguments; say which config this came from.
-        raise ValueError(f"invalid optimizer config for {label}: {error}") from error
+        # torch's messages name its own arguments; point at the config key.
+        raise ValueError(f"optimizer.{_key_of(error)}: {label}: {error}") from error
+
+
+# Words in torch's and SM3's argument errors -> the config key they are about.
+_MESSAGE_KEYS = {
+    "learning rate": "lr",
+    "lr": "lr",
+    "momentum": "momentum",
+    "epsilon": "eps",
+    "eps": "eps",
+    "beta": "betas",
+    "weight_decay": "weight_decay",
+    "variant": "name",
+    "cover": "cover",
+}
+
+
+def _key_of(error: Exception) -> str:
+    message = str(error)
+    for word, key in _MESSAGE_KEYS.items():
+        if word in message:
+            return key
+    return "<config>"
 
 
 def optimizer_state_bytes(optimizer: Optimizer) -> int:

@@ -90,24 +90,59 @@ def load_or_build(
     cache_dir: str | os.PathLike | None,
     key: str,
     build,
+    source: tuple[str | os.PathLike, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Cached ``(features, gold)`` under ``cache_dir/key.npz``, built and saved when absent.
 
     Returns a flag saying whether the cache was hit. A damaged cache file is rebuilt.
+    ``source`` is the training file and its sha256: a sidecar ``train-<key>.json`` records it,
+    so that when the file changes, the cache built from its old version is reported (the key,
+    which includes the checksum, already keeps it from being used) and removed.
     """
+    import warnings
+
     path = Path(cache_dir) / f"train-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         try:
             with np.load(path) as data:
                 return data["features"], data["gold"], True
         except Exception as err:  # a truncated or foreign file: rebuild it
-            import warnings
-
             warnings.warn(f"feature cache {path} is unreadable ({err}); rebuilding", stacklevel=2)
+    if path is not None and source is not None:
+        for stale in _stale_caches(path.parent, source):
+            warnings.warn(
+                f"feature cache {stale} was built from an earlier version of {source[0]} "
+                "(its checksum changed); rebuilding the features and removing the stale cache",
+                stacklevel=2,
+            )
+            stale.unlink(missing_ok=True)
+            stale.with_suffix(".json").unlink(missing_ok=True)
     features, gold = build()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, features=features, gold=gold)
         os.replace(tmp, path)
+        if source is not None:
+            from sm3repro.records import atomic_write_json
+
+            sidecar = {"source": str(Path(source[0]).resolve()), "sha256": source[1]}
+            atomic_write_json(path.with_suffix(".json"), sidecar)
     return features, gold, False
+
+
+def _stale_caches(cache_dir: Path, source: tuple[str | os.PathLike, str]) -> list[Path]:
+    """Caches whose sidecar names the same training file with another checksum."""
+    import json
+
+    where, checksum = str(Path(source[0]).resolve()), source[1]
+    stale = []
+    for sidecar in sorted(cache_dir.glob("train-*.json")):
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue  # another process is replacing it, or it is foreign: not ours to judge
+        same_file = isinstance(meta, dict) and meta.get("source") == where
+        if same_file and meta.get("sha256") != checksum:
+            stale.append(sidecar.with_suffix(".npz"))
+    return stale

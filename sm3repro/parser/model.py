@@ -7,6 +7,7 @@ import os
 import torch
 from torch import nn
 
+from sm3repro.data.vocab import UNK_ID
 from sm3repro.parser.features import N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
 
 ACTIVATIONS = ("relu", "cube", "tanh")
@@ -33,13 +34,24 @@ class ChenManningParser(nn.Module):
         hidden: tuple[int, int] = (200, 200),
         activation: str = "relu",
         dropout: float = 0.5,
+        word_dropout: float = 0.0,
+        word_counts: list[int] | None = None,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"model.activation must be one of {ACTIVATIONS}, got {activation!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+        if word_dropout < 0 or (word_dropout > 0 and word_counts is None):
+            raise ValueError("model.word_dropout must be >= 0 and needs the train word counts")
         self.activation, self.dropout, self.embed_dim = activation, dropout, embed_dim
+        # Word dropout (Kiperwasser & Goldberg, 2016): in training, a word seen c times is
+        # replaced by UNK with probability a / (a + c), so UNK's embedding learns rare words.
+        self.word_dropout = word_dropout
+        if word_dropout > 0:
+            counts = torch.tensor(word_counts, dtype=torch.float32)
+            p = torch.where(counts > 0, word_dropout / (word_dropout + counts), torch.zeros(()))
+            self.register_buffer("word_unk_p", p, persistent=False)
         self.word_embed = nn.Embedding(n_words, embed_dim)
         self.tag_embed = nn.Embedding(n_tags, embed_dim)
         self.label_embed = nn.Embedding(n_labels, embed_dim)
@@ -53,8 +65,12 @@ class ChenManningParser(nn.Module):
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, 48]`` feature ids -> ``[B, 48 * embed_dim]`` concatenated embeddings."""
         w, t = N_WORD_FEATURES, N_WORD_FEATURES + N_TAG_FEATURES
+        words = features[:, :w]
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(words.shape, device=words.device) < self.word_unk_p[words]
+            words = words.masked_fill(drop, UNK_ID)
         parts = (
-            self.word_embed(features[:, :w]),
+            self.word_embed(words),
             self.tag_embed(features[:, w:t]),
             self.label_embed(features[:, t:]),
         )
