@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ from sm3repro.optim.sm3 import sm3_preconditioner
 
 F64 = torch.float64
 TINY64 = torch.finfo(F64).tiny
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """These tensors are tiny: extra threads only add barrier waits (seconds on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def nonzero_grads(shape: tuple[int, ...], steps: int, seed: int) -> list[torch.Tensor]:
