@@ -10,16 +10,11 @@ checkpoints after every epoch, so rerunning a sweep skips finished runs and resu
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: spinning worker threads wait ~8 ms per op for a core on a busy
-# machine (one SM3 step took 144 ms instead of 2); passive waiting removes that.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import copy
 import ctypes
 import logging
 import math
+import os
 import signal
 import sys
 import time
