@@ -130,8 +130,12 @@ def test_no_network_no_mirror_fails_fast(tmp_path: Path, monkeypatch: pytest.Mon
 def test_unanswered_connection_gives_up_after_connect_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A black-holed network: the connection attempt never returns.
-    monkeypatch.setattr(download.socket, "create_connection", lambda *a, **k: time.sleep(3))
+    # A black-holed network: the connection attempt hangs, then times out as a real one would.
+    def hang(*args: object, **kwargs: object) -> None:
+        time.sleep(3)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(download.socket, "create_connection", hang)
     monkeypatch.setattr(download, "CONNECT_TIMEOUT", 0.2)
     start = time.monotonic()
     with pytest.raises(DownloadError, match="no answer from example.invalid"):
