@@ -40,8 +40,10 @@ reproduce-smoke: data
 	SM3REPRO_RESULTS=results-smoke $(PY) -m sm3repro.train -m experiment=smoke logger=none $(ARGS)
 	$(PY) -m sm3repro.report --results results-smoke
 
+# Also logs the tables and figures to W&B as a report run in the sweep's group (offline unless
+# WANDB_MODE=online; WANDB_MODE=disabled skips it).
 report: $(PY)
-	$(PY) -m sm3repro.report --results results
+	$(PY) -m sm3repro.report --results results --experiment paper --wandb
 
 bench: $(PY)
 	$(PY) scripts/bench_parser.py
