@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from sm3repro import config as config_schema  # noqa: F401  (registers the schema)
-from sm3repro.config import ConfigError, validate
+from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import EvalSet, ParserData, load_data
 from sm3repro.metrics import attachment_scores
@@ -229,9 +228,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
         for epoch in range(start_epoch, cfg.epochs + 1):
             model.train()
             order = torch.randperm(n_examples, generator=generator).to(device)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            correct = torch.zeros((), dtype=torch.int64)
-            window_loss, window_steps = torch.zeros((), dtype=torch.float64), 0
+            # Running sums stay on the device: no host sync per step, only at log points.
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
             epoch_start = time.perf_counter()
             progress = _progress(n_batches, epoch, cfg.epochs)
             for b in range(n_batches):

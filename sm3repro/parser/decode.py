@@ -27,13 +27,16 @@ class _FirstLayerTable:
         self.word_compact = np.full(model.word_embed.num_embeddings, -1, dtype=np.int64)
         self.word_compact[present] = np.arange(len(present))
         groups = (
-            (model.word_embed.weight[torch.from_numpy(present)], N_WORD_FEATURES),
+            (
+                model.word_embed.weight[torch.from_numpy(present).to(w_slices.device)],
+                N_WORD_FEATURES,
+            ),
             (model.tag_embed.weight, N_TAG_FEATURES),
             (model.label_embed.weight, N_LABEL_FEATURES),
         )
         hidden = model.hidden1.out_features
         rows = sum(emb.shape[0] * count for emb, count in groups)
-        self.table = torch.empty(rows, hidden)
+        self.table = torch.empty(rows, hidden, device=w_slices.device)
         offsets, row, position = [], 0, 0
         for emb, count in groups:
             n = emb.shape[0]
@@ -51,7 +54,8 @@ class _FirstLayerTable:
         idx = features.astype(np.int64)
         idx[:, :N_WORD_FEATURES] = self.word_compact[idx[:, :N_WORD_FEATURES]]
         idx += self.offsets
-        return F.embedding_bag(torch.from_numpy(idx), self.table, mode="sum") + self.bias
+        idx = torch.from_numpy(idx).to(self.table.device)
+        return F.embedding_bag(idx, self.table, mode="sum") + self.bias
 
 
 @torch.no_grad()
@@ -64,7 +68,8 @@ def parse(
     n_relations = (model.output.out_features - 1) // 2
     first_layer = _FirstLayerTable(model, corpus) if precompute else None
     # Transition t belongs to group 0 (SHIFT), 1 (LEFT-ARC) or 2 (RIGHT-ARC).
-    group = torch.tensor([0] + [1] * n_relations + [2] * n_relations)
+    device = model.output.weight.device  # the state stays in numpy on the CPU; scores may not
+    group = torch.tensor([0] + [1] * n_relations + [2] * n_relations, device=device)
 
     def choose(state: ArcStandardBatch, active: np.ndarray, step: int) -> np.ndarray:
         features = extract(state, active)
@@ -72,10 +77,10 @@ def parse(
             h = activate(first_layer(features), model.activation)
             scores = model.output(activate(model.hidden2(h), model.activation))
         else:
-            scores = model(torch.from_numpy(features))
-        legal = torch.from_numpy(state.legal(active))[:, group]
+            scores = model(torch.from_numpy(features).to(device))
+        legal = torch.from_numpy(state.legal(active)).to(device)[:, group]
         scores = scores.masked_fill(~legal, float("-inf"))
-        return scores.argmax(dim=1).numpy()
+        return scores.argmax(dim=1).cpu().numpy()
 
     try:
         state = run_transitions(corpus, n_relations, choose)
