@@ -214,9 +214,6 @@ class RunDir:
             return None
         return summary
 
-    def is_finished(self) -> bool:
-        return self.finished_summary() is not None
-
     def write_summary(self, summary: dict) -> None:
         """Write the summary atomically; a finished one also records its files' digests."""
         if summary.get("status") in FINISHED:

@@ -39,9 +39,6 @@ class EncodedCorpus:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def subset(self, index: np.ndarray) -> EncodedCorpus:
-        return EncodedCorpus(*(a[index] for a in vars(self).values()))
-
 
 def encode(sentences: Sequence[Sentence], vocab: Vocab) -> EncodedCorpus:
     """Map sentences to ids; words and tags unseen in train become UNK."""
@@ -114,9 +111,6 @@ class ArcStandardBatch:
         """Local position of the k-th buffer item (1-based), NULL when absent."""
         pos = self.next[active] + (k - 1)
         return np.where(pos <= self.n[active], pos, self.null[active])
-
-    def done(self) -> np.ndarray:
-        return (self.depth == 1) & (self.next > self.n)
 
     def legal(self, active: np.ndarray) -> np.ndarray:
         """``[len(active), 3]`` booleans: SHIFT, LEFT-ARC(*), RIGHT-ARC(*) allowed."""
