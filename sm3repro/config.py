@@ -88,13 +88,17 @@ class RunConfig:
     log_every: int = 100
     checkpoint: bool = True
     debug: bool = False
+    # Added after the study's sweep was recorded: they enter a run's id only when set away
+    # from these defaults (records.ADDED_LATER), so earlier records keep their ids.
+    lr_schedule: str = "constant"  # per-step decay to 0 by the last step: linear or cosine
+    ema_decay: float | None = None  # evaluate an exponential moving average of the weights
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("conllu", "conllx"),
-    "data.pos_column": ("xpos", "upos", "both"),
+    "data.pos_column": ("xpos", "upos", "both", "all"),
     "data.labels": ("full", "universal"),
     "data.eval_punct": ("include", "upos", "ptb"),
     "data.eval_labels": ("universal", "full"),
@@ -103,6 +107,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "logger.name": ("wandb", "none"),
     "logger.mode": ("online", "offline", "disabled", "dryrun"),
     "device": ("cpu", "cuda"),
+    "lr_schedule": ("constant", "linear", "cosine"),
 }
 
 
@@ -161,6 +166,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.hidden={list(cfg.model.hidden)} must be two positive sizes")
     if cfg.model.word_dropout < 0:
         raise ConfigError(f"model.word_dropout={cfg.model.word_dropout} must be >= 0")
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay={cfg.ema_decay} must be in (0, 1) or null")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     for split in ("train", "dev", "test"):

@@ -43,7 +43,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def provenance() -> dict:
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Dirty means the code differs from the commit: the committed results/ that a running sweep
+    # rewrites do not count.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),

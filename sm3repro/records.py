@@ -46,12 +46,21 @@ _NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_eve
                  "checkpoint", "debug", "experiment_name"}  # fmt: skip
 
 
+# Keys added to the schema after runs were recorded, with their defaults: at the default they
+# are left out of the identity, so adding a key does not change (and redo) every earlier run.
+ADDED_LATER = {"lr_schedule": "constant", "ema_decay": None}
+
+
 def run_identity(config: dict) -> dict:
     """The part of a resolved config that decides a run's results.
 
     Data paths enter by file name only, so moving the data folder keeps run ids stable.
     """
-    ident = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    ident = {
+        k: v
+        for k, v in config.items()
+        if k not in _NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])
+    }
     data = dict(ident.get("data", {}))
     for split in ("train", "dev", "test", "embeddings"):
         if data.get(split):

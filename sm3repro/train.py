@@ -134,6 +134,27 @@ def _load_checkpoint(path: Path) -> dict | None:
         return None
 
 
+def _lr_scheduler(optimizer, schedule: str, total_steps: int):
+    """Per-step decay of every group's lr to 0 by the last step (None for a constant lr)."""
+    from torch.optim import lr_scheduler
+
+    if schedule == "linear":
+        return lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    if schedule == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+def _weight_average(model: ChenManningParser, decay: float | None):
+    """An exponential moving average of the weights (Polyak averaging), updated every step;
+    dev and test are scored with it. None when ``ema_decay`` is unset."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 # -- one run ---------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> dict:
     """Train, evaluate and record one configuration; returns its summary."""
@@ -181,6 +202,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
         data.stats["pretrained_words"] = found
     optimizer, optimizer_impl = build_optimizer(model.parameters(), cfg.optimizer)
     generator = torch.Generator().manual_seed(cfg.seed)
+    n_batches = math.ceil(len(data.gold) / cfg.batch_size)
+    scheduler = _lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs * n_batches)
+    averaged = _weight_average(model, cfg.ema_decay)
+    evaluated = averaged.module if averaged is not None else model  # the weights we score
 
     summary = {
         "run_id": record.run_id,
@@ -203,6 +228,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
     if checkpoint is not None and checkpoint.get("run_id") == record.run_id:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        if averaged is not None:
+            averaged.load_state_dict(checkpoint["averaged"])
         _set_rng_state(checkpoint["rng"], generator)
         metrics, best = checkpoint["metrics"], checkpoint["best"]
         elapsed = checkpoint["elapsed"]
@@ -215,7 +244,6 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
     features = torch.from_numpy(data.features).to(device)
     gold = torch.from_numpy(data.gold.astype(np.int64)).to(device)
     n_examples = len(gold)
-    n_batches = math.ceil(n_examples / cfg.batch_size)
     tracker = make_tracker(
         cfg.logger, run_name=record.run_id, run_id=record.run_id, config=resolved,
         group=cfg.experiment_name, tags=[cfg.optimizer.name, f"batch{cfg.batch_size}"],
@@ -242,6 +270,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
                 optimizer.zero_grad(set_to_none=False)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 detached = loss.detach()
                 loss_sum += detached * len(y)
                 window_loss += detached
@@ -268,7 +300,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
             train_time = time.perf_counter() - epoch_start
             usage = meter.mark_epoch()
             meter.pause()  # dev parsing is evaluation, not training time
-            dev_scores, _, _ = evaluate(model, data, data.dev, cfg)
+            dev_scores, _, _ = evaluate(evaluated, data, data.dev, cfg)
             meter.resume()
             row = {
                 "kind": "epoch",
@@ -295,7 +327,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
                 best = {
                     "epoch": epoch,
                     "dev": dev_scores,
-                    "model": copy.deepcopy(model.state_dict()),
+                    "model": copy.deepcopy(evaluated.state_dict()),
                 }
             summary["epochs_completed"] = epoch
             record.write_metrics(metrics)
@@ -307,6 +339,8 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
                         "run_id": record.run_id, "epoch": epoch, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(), "rng": _rng_state(generator),
                         "metrics": metrics, "best": best,
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "averaged": averaged.state_dict() if averaged is not None else None,
                         "elapsed": {"runtime_s": elapsed["runtime_s"] + totals["runtime_s"],
                                     "cpu_s": elapsed["cpu_s"] + totals["cpu_s"]},
                     },
@@ -338,10 +372,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
 
         if status == "completed":
             final_dev = epoch_rows[-1]
-            test_scores, heads, rels = evaluate(model, data, data.test, cfg)
+            test_scores, heads, rels = evaluate(evaluated, data, data.test, cfg)
             write_conllu(record.predictions_path, data.test.sentences, heads, rels)
-            model.load_state_dict(best["model"])
-            best_test, _, _ = evaluate(model, data, data.test, cfg)
+            evaluated.load_state_dict(best["model"])
+            best_test, _, _ = evaluate(evaluated, data, data.test, cfg)
             summary["final"] = {
                 "train_loss": final_dev["train_loss"],
                 "train_accuracy": final_dev["train_accuracy"],

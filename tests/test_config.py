@@ -104,6 +104,9 @@ def test_unknown_key_and_wrong_type_name_the_key(ewt_overrides):
         ("model.activation=gelu", "model.activation"),
         ("data.eval_punct=sometimes", "data.eval_punct"),
         ("device=tpu", "device"),
+        ("lr_schedule=step", "lr_schedule"),
+        ("ema_decay=1.0", "ema_decay"),
+        ("data.pos_column=feats", "data.pos_column"),
     ],
 )
 def test_bad_values_fail_with_the_key_named(override, key, ewt_overrides):
@@ -132,3 +135,52 @@ def test_experiments_override_the_top_level_defaults(ewt_overrides):
     best = make_cfg("experiment=best_parser", *ewt_overrides)
     assert best.optimizer.name == "adam" and best.experiment_name == "best_parser"
     assert make_cfg("experiment=smoke", "epochs=3", *ewt_overrides).epochs == 3  # CLI still wins
+
+
+COMMITTED_RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
+
+
+def test_committed_sweep_keeps_its_run_ids(ewt_overrides):
+    """Keys added to the schema later must not rename (and so redo) recorded runs."""
+    from sm3repro.records import run_id_for
+
+    committed = sorted(p.name for p in COMMITTED_RUNS.iterdir() if p.name.count("-") == 3)
+    assert len(committed) >= 20
+    for run_id in committed:
+        name, batch, seed, _ = run_id.split("-")
+        cfg = make_cfg("experiment=paper", f"optimizer={name}", f"batch_size={batch[1:]}",
+                       f"seed={seed[1:]}", *ewt_overrides)  # fmt: skip
+        assert run_id_for(OmegaConf.to_container(cfg, resolve=True)) == run_id
+
+
+def test_added_keys_enter_the_run_id_only_when_set(ewt_overrides):
+    from sm3repro.records import run_id_for
+
+    def run_id(*overrides: str) -> str:
+        cfg = make_cfg("optimizer=adam", *overrides, *ewt_overrides)
+        return run_id_for(OmegaConf.to_container(cfg, resolve=True))
+
+    plain = run_id()
+    assert run_id("lr_schedule=constant", "ema_decay=null") == plain
+    ids = {run_id("lr_schedule=linear"), run_id("lr_schedule=cosine"), run_id("ema_decay=0.99")}
+    assert len(ids) == 3 and plain not in ids
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedules_decay_to_zero_by_the_last_step(schedule):
+    import torch
+
+    from sm3repro.train import _lr_scheduler
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=0.01)
+    scheduler = _lr_scheduler(optimizer, schedule, total_steps=100)
+    seen = []
+    for _ in range(100):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx(0.01) and seen[50] == pytest.approx(0.005, abs=1e-4)
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert _lr_scheduler(optimizer, "constant", 100) is None

@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import SMALL, harness_env, read_records
 from wandb_offline import read_offline_run
 
@@ -89,8 +90,17 @@ def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_
     } == before
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(run_harness, tmp_path, ewt_dir):
-    args = ["optimizer=sm3_ii", "batch_size=64", *SMALL, "epochs=2", "logger=none"]
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["optimizer=sm3_ii", "batch_size=64"],
+        # lr schedule and weight average ride in the checkpoint too
+        ["optimizer=adam", "optimizer.lr=0.001", "lr_schedule=linear", "ema_decay=0.9"],
+    ],
+    ids=["sm3_ii", "adam-linear-ema"],
+)
+def test_resume_after_kill_matches_an_uninterrupted_run(run_harness, tmp_path, ewt_dir, variant):
+    args = [*variant, *SMALL, "epochs=2", "logger=none"]
     killed = run_harness(*args, env=harness_env(tmp_path, ewt_dir, SM3REPRO_FAULT="kill_after_epoch:1"),
                          check=False)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL

@@ -157,3 +157,30 @@ def test_ewt_train_counts(ewt_train: Path) -> None:
     assert len(sentences) == 12_544
     assert sum(len(s) for s in sentences) == 204_577
     assert sum(not s.is_projective() for s in sentences) == 288
+
+
+def test_feats_are_read_and_make_the_all_tag_view(ewt_train: Path) -> None:
+    from sm3repro.data.vocab import TreebankView, Vocab
+
+    sentences = read_treebank(ewt_train)[:300]
+    assert all(len(s.feats) == len(s) for s in sentences)
+    assert any(f.startswith("Mood=") or "VerbForm=" in f for s in sentences for f in s.feats)
+    both = Vocab.build(sentences, TreebankView(pos_column="both"))
+    full = Vocab.build(sentences, TreebankView(pos_column="all"))
+    first = sentences[0]
+    expected = [f"{u}|{x}|{f}" for u, x, f in zip(first.upos, first.xpos, first.feats, strict=True)]
+    assert TreebankView(pos_column="all").tags(first) == expected
+    assert len(full.tags) > len(both.tags)  # FEATS split the UPOS|XPOS classes further
+    with pytest.raises(ValueError, match="FEATS"):
+        TreebankView(pos_column="all").tags(Sentence(["a"], ["a"], ["X"], ["XX"], [0], ["root"]))
+
+
+def test_written_predictions_keep_feats(tmp_path: Path) -> None:
+    from sm3repro.data.treebank import write_conllu
+
+    src = tmp_path / "in.conllu"
+    src.write_text(lines([row(1, "Hello", 2).replace("\t_\t2", "\tNumber=Sing\t2"),
+                          row(2, "world", 0, "root")]))  # fmt: skip
+    out = tmp_path / "out.conllu"
+    write_conllu(out, read_treebank(src))
+    assert read_treebank(out)[0].feats == ["Number=Sing", "_"]

@@ -41,6 +41,7 @@ class Sentence:
     deprels: list[str]
     comments: list[str] = field(default_factory=list)
     line: int = 0  # line of the sentence's first token, for messages
+    feats: list[str] = field(default_factory=list)  # FEATS column ("_" when empty)
 
     def __len__(self) -> int:
         return len(self.forms)
@@ -141,6 +142,7 @@ def read_treebank(path: str | os.PathLike) -> list[Sentence]:
                 deprels=[c[DEPREL] for _, c in rows],
                 comments=comments,
                 line=first_line,
+                feats=[c[FEATS] for _, c in rows],
             )
         )
         rows, comments = [], []
@@ -208,7 +210,7 @@ def write_conllu(
                     "lemma": sent.lemmas[i - 1],
                     "upos": sent.upos[i - 1],
                     "xpos": sent.xpos[i - 1],
-                    "feats": None,
+                    "feats": sent.feats[i - 1] if sent.feats else None,
                     "head": int(sent_heads[i - 1]),
                     "deprel": sent_rels[i - 1],
                     "deps": None,

@@ -12,6 +12,7 @@ from sm3repro.data.treebank import Sentence
 NULL, ROOT, UNK = "<NULL>", "<ROOT>", "<UNK>"
 SPECIALS = (NULL, ROOT, UNK)
 NULL_ID, ROOT_ID, UNK_ID = 0, 1, 2
+POS_COLUMNS = ("xpos", "upos", "both", "all")
 
 
 def universal_label(deprel: str) -> str:
@@ -23,13 +24,16 @@ def universal_label(deprel: str) -> str:
 class TreebankView:
     """Which columns the parser reads: the POS column and the label granularity."""
 
-    pos_column: str = "xpos"  # "xpos" (PTB-style, default), "upos", or "both" (UPOS|XPOS)
+    # "xpos" (PTB-style, default), "upos", "both" (UPOS|XPOS) or "all" (UPOS|XPOS|FEATS)
+    pos_column: str = "xpos"
     labels: str = "full"  # "full" (nmod:poss) or "universal" (nmod)
     lowercase: bool = True
 
     def __post_init__(self) -> None:
-        if self.pos_column not in ("xpos", "upos", "both"):
-            raise ValueError(f"data.pos_column must be xpos, upos or both, got {self.pos_column!r}")
+        if self.pos_column not in POS_COLUMNS:
+            raise ValueError(
+                f"data.pos_column must be one of {', '.join(POS_COLUMNS)}, got {self.pos_column!r}"
+            )
         if self.labels not in ("full", "universal"):
             raise ValueError(f"data.labels must be 'full' or 'universal', got {self.labels!r}")
 
@@ -39,6 +43,12 @@ class TreebankView:
     def tags(self, sent: Sentence) -> list[str]:
         if self.pos_column == "both":  # UD's AUX/VERB split is invisible in PTB tags alone
             return [f"{u}|{x}" for u, x in zip(sent.upos, sent.xpos, strict=True)]
+        if self.pos_column == "all":  # one symbol per tag bundle, as UDPipe embeds FEATS
+            if len(sent.feats) != len(sent):
+                raise ValueError("data.pos_column=all needs the FEATS column, which is absent")
+            return [
+                f"{u}|{x}|{f}" for u, x, f in zip(sent.upos, sent.xpos, sent.feats, strict=True)
+            ]
         return sent.xpos if self.pos_column == "xpos" else sent.upos
 
     def deprels(self, sent: Sentence) -> list[str]:
