@@ -267,7 +267,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
                 x, y = features[idx], gold[idx]
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=False)
+                optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:

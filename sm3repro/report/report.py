@@ -437,6 +437,12 @@ TABLE3_COLUMNS = {
 }
 
 
+def _adam_state_note(table: pd.DataFrame) -> str:
+    """", while Adam's whole state is X MB" when the table has an Adam row."""
+    adam = table.loc[table["optimizer"] == "adam", "optimizer_state_bytes_mean"].dropna()
+    return f", while Adam's whole state is {adam.max() / 1e6:.1f} MB" if len(adam) else ""
+
+
 # ----------------------------------------------------------------------------- claims
 
 
@@ -827,7 +833,12 @@ def render_markdown(
         _markdown(display(tables["table3_memory_speed"], TABLE3_COLUMNS)),
         "",
         "Optimizer state bytes count the optimizer's state tensors; peak RSS is the process's "
-        "resident-memory high-water mark (includes PyTorch and the data).",
+        "resident-memory high-water mark during training (reset at the start of each run; "
+        "includes PyTorch and the data). Runs of a sweep share one process, so peak RSS also "
+        "carries that process's heap history (e.g. memory kept from featurizing the data in its "
+        "first run): differences of ~10 MB between optimizers are within that noise"
+        + _adam_state_note(tables["table3_memory_speed"])
+        + ".",
         "",
         "## Fig. 1: training loss per epoch",
         "",
