@@ -438,7 +438,7 @@ TABLE3_COLUMNS = {
 
 
 def _adam_state_note(table: pd.DataFrame) -> str:
-    """", while Adam's whole state is X MB" when the table has an Adam row."""
+    """ ", while Adam's whole state is X MB" when the table has an Adam row."""
     adam = table.loc[table["optimizer"] == "adam", "optimizer_state_bytes_mean"].dropna()
     return f", while Adam's whole state is {adam.max() / 1e6:.1f} MB" if len(adam) else ""
 
