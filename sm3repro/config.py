@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from sm3repro.data.vocab import POS_COLUMNS
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
@@ -98,7 +100,7 @@ ConfigStore.instance().store(name="schema", node=RunConfig)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("conllu", "conllx"),
-    "data.pos_column": ("xpos", "upos", "both", "all"),
+    "data.pos_column": POS_COLUMNS,
     "data.labels": ("full", "universal"),
     "data.eval_punct": ("include", "upos", "ptb"),
     "data.eval_labels": ("universal", "full"),
