@@ -85,6 +85,9 @@ FINISHED = ("completed", "diverged")
 # truncated, missing or edited file is caught before the run is trusted as finished.
 RECORD_FILES = ("config.yaml", "metrics.jsonl", "predictions.conllu")
 REQUIRED_FILES = ("config.yaml", "metrics.jsonl")  # every record has these, diverged or not
+# Written by a run but not committed (.gitignore): a clone lacks them, and a rerun of the same
+# config writes them again, so their absence or change never makes a finished record "damaged".
+RECREATABLE_FILES = ("predictions.conllu",)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -189,6 +192,8 @@ class RunDir:
             if name not in digests:
                 return f"the summary does not vouch for {name}"
         for name, digest in digests.items():
+            if name in RECREATABLE_FILES:
+                continue
             path = self.path / name
             if not path.is_file():
                 return f"{name} is missing"

@@ -139,7 +139,7 @@ def _damage(path: Path, how: str) -> None:
     ("name", "how"),
     [
         (n, h)
-        for n in ("config.yaml", "metrics.jsonl", "predictions.conllu")
+        for n in ("config.yaml", "metrics.jsonl")
         for h in ("delete", "truncate", "edit")
     ],
 )
@@ -152,6 +152,23 @@ def test_integrity_check_rejects_each_damaged_file(lab: Lab, name: str, how: str
     with pytest.warns(UserWarning, match=f"record is damaged .*{name}.*; the run will be redone"):
         assert record.finished_summary() is None
     assert fingerprint(results, run_id) is None  # the fault suite counts it as lost
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate", "edit"])
+def test_uncommitted_predictions_never_damage_a_record(lab: Lab, how: str) -> None:
+    """predictions.conllu is not committed (.gitignore): a clone lacks it, so its absence or
+    change must not make a finished run count as damaged and be retrained."""
+    import warnings
+
+    results = lab.seed_results()
+    run_id = reference_id(lab, "sgd")
+    record = RunDir(results, run_id)
+    before = record.finished_summary()
+    assert before is not None and "predictions.conllu" in before["record_files"]
+    _damage(record.path / "predictions.conllu", how)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert record.finished_summary() == before
 
 
 def test_feature_cache_warns_when_stale_or_truncated(tmp_path: Path) -> None:
