@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from sm3repro.report.experiment import grid_run_ids, has_grid
+
 OPTIMIZERS = ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
 N_PARAMS = 1_600_000
 
@@ -73,6 +75,17 @@ def _offsets(n: int) -> list[float]:
     return [r / sd for r in raw]
 
 
+def grid_run_id(optimizer: str, batch_size: int, seed: int, experiment: str) -> str:
+    """The run id the experiment's sweep gives this point; outside any grid, a made-up one."""
+    prefix = f"{optimizer}-b{batch_size}-s{seed}-"
+    if has_grid(experiment):
+        matches = [r for r in grid_run_ids(experiment) if r.startswith(prefix)]
+        if matches:
+            return matches[0]
+    tag = hashlib.sha1(f"{optimizer}/{batch_size}/{seed}/{experiment}".encode()).hexdigest()[:8]
+    return f"{prefix}{tag}"
+
+
 def make_run(
     optimizer: str,
     batch_size: int,
@@ -82,8 +95,7 @@ def make_run(
     experiment: str = "paper",
 ) -> tuple[dict, list[dict]]:
     """One run's summary.json and metrics.jsonl rows from its (already noisy) values."""
-    tag = hashlib.sha1(f"{optimizer}/{batch_size}/{seed}/{experiment}".encode()).hexdigest()[:8]
-    run_id = f"{optimizer}-b{batch_size}-s{seed}-{tag}"
+    run_id = grid_run_id(optimizer, batch_size, seed, experiment)
     final_loss, first_loss = values["train_loss"], values["loss_epoch1"]
     metrics: list[dict] = []
     for epoch in range(1, epochs + 1):
@@ -192,11 +204,13 @@ def write_results(
     tweaks: dict[tuple[str, int], dict[str, float]] | None = None,
     noise: dict[str, float] | None = None,
     bad_runs: bool = True,
+    experiment: str = "paper",
 ) -> Path:
     """Write a grid of completed runs (plus one diverged and one truncated) under results_dir.
 
     ``tweaks[(opt, bs)]`` overrides seed-mean values (keys of BASE); ``noise`` overrides the
-    relative seed spread per quantity (the std over seeds is exactly noise x value).
+    relative seed spread per quantity (the std over seeds is exactly noise x value). Runs
+    get the run ids of ``experiment``'s grid, as its sweep would.
     """
     spread = {**NOISE, **(noise or {})}
     for opt in optimizers:
@@ -204,7 +218,7 @@ def write_results(
             mean = {**BASE[(opt, bs)], **(tweaks or {}).get((opt, bs), {})}
             for seed, off in zip(seeds, _offsets(len(seeds)), strict=True):
                 values = {k: v * (1 + off * spread.get(k, DEFAULT_NOISE)) for k, v in mean.items()}
-                write_run(results_dir, *make_run(opt, bs, seed, values, epochs))
+                write_run(results_dir, *make_run(opt, bs, seed, values, epochs, experiment))
     if bad_runs:
         diverged, metrics = make_run("adam", 512, 99, BASE[("adam", 512)], epochs)
         diverged.update(

@@ -1,5 +1,10 @@
-"""The reproduction report: tables, figures and claim verdicts from the run records."""
+"""The reproduction report: tables, figures and claim verdicts from the run records.
 
-from sm3repro.report.report import build_report, main
+runs (which records, as a DataFrame) -> tables (seed means, Tables I-III) -> claims (verdicts)
+-> figures and render (Markdown, LaTeX) -> build (writes them all) <- cli.
+"""
+
+from sm3repro.report.build import build_report
+from sm3repro.report.cli import main
 
 __all__ = ["build_report", "main"]

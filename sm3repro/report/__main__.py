@@ -1,5 +1,5 @@
 """``python -m sm3repro.report``"""
 
-from sm3repro.report.report import main
+from sm3repro.report.cli import main
 
 main()

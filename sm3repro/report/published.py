@@ -1,7 +1,7 @@
-"""The study's published numbers and claims, as data (nothing here is computed).
+"""The study's published numbers, as data (nothing here is computed).
 
 Source: the study text (Sections III-IV, Tables I-II). Fig. 1 is curves only, so it is
-represented by the claims' wording, not by numbers.
+represented by the claims' wording (claims.py, beside the rule that tests each), not by numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ CITATION = (
 # The study's optimizer names -> ours. The study never says which SM3 variant it ran; SM3-II
 # is the one every public implementation provides, so our sm3_ii stands in for its "SM3".
 STUDY_NAME = {"sm3_ii": "SM3", "sgd": "SGD", "adagrad": "Adagrad", "adam": "Adam"}
+BATCH_SIZES = [64, 512]  # Table I's; claims are judged at both
 
 # Table I: training for 10 epochs on PTB WSJ; CPU% and runtime in minutes (their machine).
 TABLE1 = pd.DataFrame(
@@ -43,20 +44,6 @@ TABLE2 = pd.DataFrame(
     ],
     columns=["optimizer", "test_las_macro", "test_uas_macro"],
 )
-
-# The study's claims, numbered as in the report. Rules that test them live in report.py.
-CLAIMS = {
-    1: "SM3's training loss is clearly higher after the first few epochs, then comparable to "
-    "Adam's and Adagrad's; at batch 64 it reaches Adagrad's level and ends below Adam's.",
-    2: "At batch 512 SM3 converges more slowly and ends clearly worse than Adam and Adagrad.",
-    3: "SM3 trains faster than Adam and Adagrad (up to 25% less time) and about as fast as SGD.",
-    4: "SM3 uses less CPU than Adam (28.68% less at batch 64) and than Adagrad.",
-    5: "On test LAS/UAS SM3 is as good as or better than SGD and Adagrad, and below Adam.",
-    6: "SM3 is memory efficient compared to Adam and Adagrad (claimed, never measured in the "
-    "study).",
-    7: "SM3-II's accumulators are at most SM3-I's (Proposition 2), so its steps are never "
-    "smaller: SM3-II should train at least as well as SM3-I.",
-}
 
 DATASET = "Penn Treebank WSJ (~40,000 training and ~2,500 test sentences)"
 EPOCHS = 10

@@ -1,0 +1,60 @@
+"""Which runs belong to an experiment: the run ids of its sweep grid, not the labels in records.
+
+An experiment is ``conf/experiment/<name>.yaml``; its ``hydra.sweeper.params`` is the grid that
+``python -m sm3repro.train -m experiment=<name>`` runs. Each grid point's config is composed the
+way the sweep composes it and hashed with :func:`sm3repro.records.run_id_for`, so a record made
+by any other command with the same config (the same run id, another ``experiment`` label) is
+still a member, and a record under the experiment's label but outside its grid is not.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from sm3repro.records import run_id_for
+
+
+def config_dir() -> Path:
+    """The project's Hydra config folder (imported lazily: it comes with the training code)."""
+    from sm3repro.train import CONF_DIR
+
+    return Path(CONF_DIR)
+
+
+def has_grid(experiment: str) -> bool:
+    """Whether ``experiment`` names an experiment config (else only labels say who is in it)."""
+    return (config_dir() / "experiment" / f"{experiment}.yaml").is_file()
+
+
+@functools.cache
+def _grid(experiment: str, overrides: tuple[str, ...], conf: Path) -> tuple[str, ...]:
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        base = [f"experiment={experiment}", *overrides]
+        sweep = compose("config", overrides=base, return_hydra_config=True)
+        params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
+        # Expand the grid with the sweeper Hydra itself uses, so ranges, choice() and the job
+        # order are exactly the sweep's; a config without params is a single run.
+        parsed = OverridesParser.create().parse_overrides(
+            [f"{key}={value}" for key, value in params.items()] + base
+        )
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return tuple(
+            run_id_for(OmegaConf.to_container(compose("config", overrides=job), resolve=True))
+            for job in jobs
+        )
+
+
+def grid_run_ids(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
+    """Run ids of every point of ``experiment``'s grid, in sweep order.
+
+    ``overrides`` are the ones the sweep was started with besides ``experiment=<name>``
+    (e.g. ``data.max_train_sentences=300``); keys that do not enter the run id do not matter.
+    """
+    return list(_grid(experiment, tuple(overrides), config_dir()))
