@@ -102,8 +102,9 @@ def _members(
         )
         return runs["experiment"] == experiment
     grid = grid_run_ids(experiment, overrides)
-    folders = runs["run_dir"].map(lambda d: Path(d).name)
-    missing = [run_id for run_id in grid if run_id not in set(folders)]
+    folders = runs["run_dir"].map(lambda d: Path(d).name)  # a record's folder is its run id
+    present = set(folders)
+    missing = [run_id for run_id in grid if run_id not in present]
     if missing:
         notes.append(
             f"{len(missing)} of the `{experiment}` grid's {len(grid)} runs have no completed "
