@@ -6,6 +6,13 @@ on a 2-core box reads 50%. That is what W&B reports as "cpu" and the scale of th
 38-58% figures. psutil's raw `Process.cpu_percent` sums threads (can exceed 100) and the
 system-wide figure counts other processes, so we record that one only as context.
 
+Contention: a timed run is only as good as a quiet machine. While the loop runs the meter also
+reads the system-wide CPU times of the usable cores (/proc/stat via psutil): busy time that is not
+ours was taken by other processes, and *steal* time by other tenants of the hypervisor (on a
+virtual machine those never show in the process table). Both are recorded as a share of the
+usable cores' capacity, and a run is flagged ``contended`` when either passes a threshold.
+Shared caches and memory bandwidth leave no trace here: quiet-looking runs still vary.
+
 Peak RSS: the kernel keeps a per-process high-water mark (VmHWM) that includes everything
 before the loop (importing torch alone is ~220 MB) and earlier runs in the same process.
 Writing "5" to /proc/self/clear_refs resets it, so start() does that; it is process-wide,
@@ -24,6 +31,10 @@ from typing import Any
 import psutil
 
 MB = 1024 * 1024
+# A run is contended when other processes took >= 10% of the usable cores' time during its
+# training loop, or the hypervisor stole >= 5% (psutil's `steal`, Linux guests only).
+CONTENDED_OTHERS_PERCENT = 10.0
+CONTENDED_STEAL_PERCENT = 5.0
 
 
 def usable_cores() -> int:
@@ -65,6 +76,36 @@ def _process_cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system  # children excluded: they are not our training loop
 
 
+def system_busy_and_steal_s(cores: list[int] | None = None) -> tuple[float, float]:
+    """Busy and steal CPU seconds since boot, summed over ``cores`` (default: usable cores).
+
+    Busy counts user, nice, system, irq and softirq time (guest time is already inside user).
+    """
+    per_cpu = psutil.cpu_times(percpu=True)
+    if cores is None:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    chosen = [per_cpu[i] for i in cores if i < len(per_cpu)] if cores else per_cpu
+    busy = sum(
+        t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+        for t in chosen
+    )
+    return busy, sum(getattr(t, "steal", 0.0) for t in chosen)
+
+
+def contention(wall_s: float, own_cpu_s: float, busy_s: float, steal_s: float, cores: int) -> dict:
+    """Other processes' and the hypervisor's share of the usable cores over ``wall_s``."""
+    capacity = wall_s * cores
+    if capacity <= 0:
+        return {"others_cpu_percent": None, "steal_percent": None, "contended": None}
+    others = round(100.0 * max(0.0, busy_s - own_cpu_s) / capacity, 2)
+    steal = round(100.0 * max(0.0, steal_s) / capacity, 2)
+    return {
+        "others_cpu_percent": others,
+        "steal_percent": steal,
+        "contended": others >= CONTENDED_OTHERS_PERCENT or steal >= CONTENDED_STEAL_PERCENT,
+    }
+
+
 class ResourceMeter:
     """Meter wall time, CPU% and RSS of the training loop, per epoch and in total.
 
@@ -85,24 +126,27 @@ class ResourceMeter:
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.cores = usable_cores()
+        self._core_ids = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        )
         self.totals: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc: psutil.Process | None = None
 
-    # -- active time: wall and CPU seconds, excluding paused stretches ------------------
-    def _now(self) -> tuple[float, float]:
+    # -- active time: wall, CPU, system-busy and steal seconds, excluding paused stretches --
+    def _now(self) -> tuple[float, float, float, float]:
         assert self._proc is not None
-        return time.perf_counter(), _process_cpu_s(self._proc)
+        busy, steal = system_busy_and_steal_s(self._core_ids)
+        return time.perf_counter(), _process_cpu_s(self._proc), busy, steal
 
-    def _active_locked(self) -> tuple[float, float]:
-        wall, cpu = self._acc_wall, self._acc_cpu
+    def _active_locked(self) -> tuple[float, float, float, float]:
+        acc = self._acc
         if self._seg_start is not None:  # running: add the open segment
-            now_wall, now_cpu = self._now()
-            wall += now_wall - self._seg_start[0]
-            cpu += now_cpu - self._seg_start[1]
-        return wall, cpu
+            now = self._now()
+            acc = tuple(a + n - s for a, n, s in zip(acc, now, self._seg_start, strict=True))
+        return acc  # type: ignore[return-value]
 
     # -- sampling -------------------------------------------------------------------------
     def _sample_locked(self) -> None:
@@ -136,11 +180,12 @@ class ResourceMeter:
     def start(self) -> ResourceMeter:
         self._proc = psutil.Process()
         self._reset_ok = reset_peak_rss()
-        self._acc_wall = self._acc_cpu = self._paused_s = 0.0
-        self._seg_start: tuple[float, float] | None = self._now()
-        self._prev: tuple[float, float] | None = self._seg_start
+        self._acc = (0.0, 0.0, 0.0, 0.0)  # active (wall, cpu, system busy, steal) seconds
+        self._paused_s = 0.0
+        self._seg_start: tuple[float, float, float, float] | None = self._now()
+        self._prev: tuple[float, ...] | None = self._seg_start
         self._pause_wall: float | None = None
-        self._mark = (0.0, 0.0)  # active (wall, cpu) at the last epoch mark
+        self._mark = self._acc  # active totals at the last epoch mark
         self._epoch_samples: list[tuple[float, float, int]] = []
         self._n_samples, self._cpu_peak, self._system_sum = 0, 0.0, 0.0
         self._rss_sampled_peak = current_rss_bytes()
@@ -162,8 +207,7 @@ class ResourceMeter:
             if self._seg_start is None:
                 return
             self._sample_locked()  # close the running interval before pausing
-            wall, cpu = self._active_locked()
-            self._acc_wall, self._acc_cpu = wall, cpu
+            self._acc = self._active_locked()
             self._seg_start = None
             self._pause_wall = time.perf_counter()
 
@@ -184,11 +228,12 @@ class ResourceMeter:
         with self._lock:
             if self._seg_start is not None:
                 self._sample_locked()  # so the epoch's tail is counted in this epoch
-            wall, cpu = self._active_locked()
-            d_wall, d_cpu = wall - self._mark[0], cpu - self._mark[1]
-            self._mark = (wall, cpu)
+            active = self._active_locked()
+            d_wall, d_cpu, d_busy, d_steal = (a - m for a, m in zip(active, self._mark, strict=True))
+            self._mark = active
             samples, self._epoch_samples = self._epoch_samples, []
         return {
+            **contention(d_wall, d_cpu, d_busy, d_steal, self.cores),
             "wall_s": round(d_wall, 4),
             "cpu_s": round(d_cpu, 4),
             "cpu_percent": round(100.0 * d_cpu / d_wall / self.cores, 2) if d_wall > 0 else None,
@@ -204,10 +249,12 @@ class ResourceMeter:
         """Totals so far without stopping: runtime_s, cpu_s, cpu_percent (e.g. for checkpoints)."""
         self._check_started()
         with self._lock:
-            wall, cpu = self._active_locked()
+            wall, cpu, busy, steal = self._active_locked()
         return {
             "runtime_s": wall,
             "cpu_s": cpu,
+            "system_busy_s": busy,
+            "steal_s": steal,
             "cpu_percent": 100.0 * cpu / wall / self.cores if wall > 0 else None,
         }
 
@@ -220,7 +267,7 @@ class ResourceMeter:
         with self._lock:
             if self._seg_start is not None:
                 self._sample_locked()
-            wall, cpu = self._active_locked()
+            wall, cpu, busy, steal = self._active_locked()
             if self._pause_wall is not None:
                 self._paused_s += time.perf_counter() - self._pause_wall
             n, peak, system_sum = self._n_samples, self._cpu_peak, self._system_sum
@@ -233,6 +280,9 @@ class ResourceMeter:
             "cpu_s": round(cpu, 4),
             "cpu_percent": round(100.0 * cpu / wall / self.cores, 2) if wall > 0 else None,
             "cpu_percent_peak": round(peak, 2) if n else None,
+            "system_busy_s": round(busy, 4),
+            "steal_s": round(steal, 4),
+            **contention(wall, cpu, busy, steal, self.cores),
             "system_cpu_percent_mean": round(system_sum / n, 2) if n else None,
             "peak_rss_mb": round(peak_rss_bytes() / MB, 1),
             # True: the reset failed, so the peak covers the whole process (imports, earlier runs).

@@ -140,3 +140,41 @@ def test_peak_rss_resets_between_meters() -> None:
         pytest.skip("cannot reset VmHWM here; the flag says the peak is process-lifetime")
     assert reset_peak_rss()
     assert totals_small["peak_rss_mb"] < totals_big["peak_rss_mb"] - 150
+
+
+def test_contention_rule_from_cpu_seconds() -> None:
+    from sm3repro.resources import CONTENDED_OTHERS_PERCENT, contention
+
+    # 10 s on 2 cores = 20 core-seconds; we used 19, the system was busy 19.5: others 2.5%.
+    quiet = contention(10.0, 19.0, 19.5, 0.0, 2)
+    assert quiet == {"others_cpu_percent": 2.5, "steal_percent": 0.0, "contended": False}
+    # Others at the threshold exactly count as contended; just below does not.
+    edge = CONTENDED_OTHERS_PERCENT / 100 * 20
+    assert contention(10.0, 10.0, 10.0 + edge, 0.0, 2)["contended"] is True
+    assert contention(10.0, 10.0, 10.0 + edge - 0.01, 0.0, 2)["contended"] is False
+    stolen = contention(10.0, 19.0, 19.0, 1.0, 2)  # 1 s of 20 stolen by the hypervisor = 5%
+    assert stolen["steal_percent"] == 5.0 and stolen["contended"] is True
+    # Our own time above the system's (counter granularity) never reads negative.
+    assert contention(10.0, 19.0, 18.9, 0.0, 2)["others_cpu_percent"] == 0.0
+    assert contention(0.0, 0.0, 0.0, 0.0, 2)["contended"] is None
+
+
+def test_a_competing_process_flags_the_run_contended() -> None:
+    """A child spinning on a core while we sleep is other processes' time, not ours."""
+    import subprocess
+    import sys
+
+    meter = ResourceMeter(interval=0.1).start()
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 1.2\nwhile time.time() < end: pass"]
+    )
+    spinner.wait(timeout=30)
+    epoch = meter.mark_epoch()
+    totals = meter.stop()
+    # One busy core of `usable_cores()` for most of the window (python start-up excluded).
+    floor = 0.5 * 100.0 / usable_cores()
+    for measured in (epoch, totals):
+        assert measured["others_cpu_percent"] >= floor, measured
+        assert measured["contended"] is True
+    assert totals["cpu_percent"] < 10.0  # the spinner's time is not ours
+    assert totals["system_busy_s"] >= totals["cpu_s"]
