@@ -24,18 +24,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sm3repro.optim.catalog import CATALOG, paper_grid
 from sm3repro.report import published
 
 SM3 = "sm3_ii"  # our stand-in for the study's "SM3" (it never says which variant it ran)
-OPTIMIZERS = ["sm3_ii", "sm3_i", "sgd", "adagrad", "adam"]  # row and legend order
-LABEL = {"sm3_ii": "SM3-II", "sm3_i": "SM3-I", "sgd": "SGD", "adagrad": "Adagrad", "adam": "Adam"}
-STYLE = {
-    "sm3_ii": dict(color="tab:red"),
-    "sm3_i": dict(color="tab:orange", linestyle="--"),
-    "sgd": dict(color="tab:gray"),
-    "adagrad": dict(color="tab:green"),
-    "adam": dict(color="tab:blue"),
-}
+# From the optimizer catalog: the paper grid's optimizers are always rows (in this order),
+# others join the tables when they have runs; every one has a label and a line style.
+OPTIMIZERS = list(paper_grid())
+LABEL = {name: spec.label for name, spec in CATALOG.items()}
+STYLE = {name: dict(spec.style) for name, spec in CATALOG.items()}
 STUDY_BATCHES = [64, 512]
 
 # Flattened summary.json field -> the short name used in tables and claims.
@@ -700,7 +697,7 @@ def plot_curves(
             else None
         )
         for ax, bs in zip(axes[row], batches, strict=True):
-            for opt in OPTIMIZERS:
+            for opt in LABEL:  # every optimizer with runs, not only the grid's
                 if stats is None or (opt, bs) not in stats.index.droplevel("epoch"):
                     continue
                 s = stats.loc[(opt, bs)].dropna(subset=["mean"])
