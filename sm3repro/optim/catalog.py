@@ -131,6 +131,16 @@ _SPECS = (
         study_row=True,
         paper_grid=True,
     ),
+    # Factored second moments (Shazeer & Stern, 2018): the other memory-saving optimizer
+    # Anil et al. compare SM3 with. Its eps is a pair and its beta2 a decay rate, so of the
+    # schema's keys only weight_decay maps onto its arguments.
+    OptimizerSpec(
+        name="adafactor",
+        target="torch.optim.Adafactor",
+        keys=frozenset({"weight_decay"}),
+        label="Adafactor",
+        style={"color": "tab:purple", "linestyle": ":"},
+    ),
 )
 
 # In row and legend order.
