@@ -224,3 +224,23 @@ def test_state_bytes_of_torch_optimizers() -> None:
     one_step(model, sm3)
     # Embedding 10x4 -> 10+4, Linear weight 3x8 -> 3+8, bias 3 -> 3 (per coordinate).
     assert optimizer_state_bytes(sm3) == (10 + 4 + 3 + 8 + 3) * 4
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_state_bytes_count_every_tensor_of_the_state(name: str) -> None:
+    model = small_model()
+    optimizer, _ = build_optimizer(model.parameters(), {"name": name})
+    one_step(model, optimizer)
+    leaves = torch.utils._pytree.tree_leaves(optimizer.state_dict()["state"])
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    assert optimizer_state_bytes(optimizer) == sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_state_bytes_of_adafactor_are_its_factored_moments() -> None:
+    model = small_model()
+    adafactor, label = build_optimizer(model.parameters(), {"name": "adafactor"})
+    assert label == "torch.optim.Adafactor(default)"  # torch has no fused Adafactor
+    one_step(model, adafactor)
+    # Each matrix keeps a row and a column vector (Embedding 10x4, Linear 3x8), the bias a
+    # full one (3), all float32, plus a float32 step counter per parameter.
+    assert optimizer_state_bytes(adafactor) == ((10 + 4) + (3 + 8) + 3) * 4 + 3 * 4
