@@ -161,10 +161,6 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value not in allowed and not (value is None and key in NULLABLE):
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-    try:  # keys that do not apply to the optimizer, and the optimizer class's own value checks
-        check_optimizer_config(cfg.optimizer)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     positive = {
         "optimizer.lr": cfg.optimizer.lr,
         "batch_size": cfg.batch_size,
@@ -189,6 +185,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ema_decay={cfg.ema_decay} must be in (0, 1) or null")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    try:  # keys that do not apply to the optimizer, and the optimizer class's own value checks
+        check_optimizer_config(cfg.optimizer)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for split in ("train", "dev", "test"):
         path = Path(cfg.data[split])
         if path.is_dir():
