@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from sm3repro import protocol
 from sm3repro.data.vocab import LABELS, POS_COLUMNS
 from sm3repro.metrics.attachment import LABEL_OPTIONS, PUNCT_OPTIONS
-from sm3repro.optim.catalog import CATALOG, IMPLS, paper_grid
+from sm3repro.optim.catalog import IMPLS, names, paper_grid
 from sm3repro.optim.registry import check_optimizer_config
 from sm3repro.optim.sm3 import COVERS
 from sm3repro.parser.model import ACTIVATION, ACTIVATIONS, DROPOUT
@@ -115,7 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_punct": PUNCT_OPTIONS,
     "data.eval_labels": LABEL_OPTIONS,
     "model.activation": ACTIVATIONS,
-    "optimizer.name": tuple(CATALOG),
+    "optimizer.name": names(),
     "optimizer.cover": COVERS,
     "optimizer.impl": IMPLS,
     "logger.name": ("wandb", "none"),

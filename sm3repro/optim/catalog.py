@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
 
 __all__ = ["CATALOG", "IMPLS", "KEYS", "OptimizerSpec", "names", "paper_grid", "study_rows"]
 
@@ -53,7 +56,7 @@ class OptimizerSpec:
             object.__setattr__(self, "impls", torch_impls)
 
     @cached_property
-    def cls(self) -> type:
+    def cls(self) -> type[Optimizer]:
         from hydra.utils import get_class
 
         return get_class(self.target)
