@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sm3repro.data.vocab import POS_COLUMNS
+from sm3repro import protocol
+from sm3repro.data.vocab import LABELS, POS_COLUMNS
+from sm3repro.metrics.attachment import LABEL_OPTIONS, PUNCT_OPTIONS
+from sm3repro.optim.catalog import IMPLS, names, paper_grid
+from sm3repro.optim.registry import check_optimizer_config
+from sm3repro.optim.sm3 import COVERS
+from sm3repro.parser.model import ACTIVATION, ACTIVATIONS, DROPOUT
 
 
 class ConfigError(ValueError):
@@ -44,17 +50,17 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "chen_manning"
-    embed_dim: int = 50
-    hidden: list[int] = field(default_factory=lambda: [200, 200])
-    activation: str = "relu"
-    dropout: float = 0.5
+    embed_dim: int = protocol.EMBED_DIM
+    hidden: list[int] = field(default_factory=lambda: list(protocol.HIDDEN))
+    activation: str = ACTIVATION
+    dropout: float = DROPOUT
     word_dropout: float = 0.0
 
 
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = 0.01
+    lr: float = protocol.LR
     momentum: float | None = None
     eps: float | None = None
     betas: list[float] | None = None
@@ -97,20 +103,27 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
+# The paper and smoke experiments sweep the catalog's paper grid: ${sm3repro.paper_grid:}.
+OmegaConf.register_new_resolver("sm3repro.paper_grid", lambda: ",".join(paper_grid()), replace=True)
 
+# Every key with a fixed set of values, taken from the module that defines them. Keys in
+# NULLABLE may also be null (unset).
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("conllu", "conllx"),
     "data.pos_column": POS_COLUMNS,
-    "data.labels": ("full", "universal"),
-    "data.eval_punct": ("include", "upos", "ptb"),
-    "data.eval_labels": ("universal", "full"),
-    "model.activation": ("relu", "cube", "tanh"),
-    "optimizer.name": ("sgd", "adagrad", "adam", "sm3_i", "sm3_ii"),
+    "data.labels": LABELS,
+    "data.eval_punct": PUNCT_OPTIONS,
+    "data.eval_labels": LABEL_OPTIONS,
+    "model.activation": ACTIVATIONS,
+    "optimizer.name": names(),
+    "optimizer.cover": COVERS,
+    "optimizer.impl": IMPLS,
     "logger.name": ("wandb", "none"),
     "logger.mode": ("online", "offline", "disabled", "dryrun"),
     "device": ("cpu", "cuda"),
     "lr_schedule": ("constant", "linear", "cosine"),
 }
+NULLABLE = {"optimizer.cover", "optimizer.impl"}
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -146,7 +159,7 @@ def validate(cfg: DictConfig) -> None:
         )
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
-        if value not in allowed:
+        if value not in allowed and not (value is None and key in NULLABLE):
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
     positive = {
         "optimizer.lr": cfg.optimizer.lr,
@@ -172,6 +185,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ema_decay={cfg.ema_decay} must be in (0, 1) or null")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    try:  # keys that do not apply to the optimizer, and the optimizer class's own value checks
+        check_optimizer_config(cfg.optimizer)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for split in ("train", "dev", "test"):
         path = Path(cfg.data[split])
         if path.is_dir():

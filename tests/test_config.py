@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,15 +11,17 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from sm3repro import protocol
 from sm3repro.config import ConfigError, validate
-from sm3repro.optim import build_optimizer
+from sm3repro.optim import CATALOG, build_optimizer
+from sm3repro.optim.catalog import paper_grid
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.train import CONF_DIR
 
 GROUPS = {
     "data": ["ud_ewt", "conllx"],
     "model": ["chen_manning"],
-    "optimizer": ["sgd", "adagrad", "adam", "sm3_i", "sm3_ii"],
+    "optimizer": list(CATALOG),
     "logger": ["wandb", "none"],
     "experiment": ["paper", "smoke", "best_parser"],
 }
@@ -42,25 +45,34 @@ def test_every_group_option_composes(group, option, ewt_overrides):
         validate(cfg)
 
 
-@pytest.mark.parametrize("name", GROUPS["optimizer"])
-def test_optimizer_configs_build_at_the_study_lr(name, ewt_overrides):
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_every_catalog_entry_composes_validates_and_builds_at_the_study_lr(name, ewt_overrides):
+    spec = CATALOG[name]
     cfg = make_cfg(f"optimizer={name}", *ewt_overrides)
-    assert cfg.optimizer.lr == 0.01
+    validate(cfg)
+    assert cfg.optimizer.name == name and cfg.optimizer.lr == protocol.LR == 0.01
+    set_keys = {key for key, value in cfg.optimizer.items() if value is not None}
+    assert set_keys - {"name", "lr", "impl"} <= spec.keys  # its yaml sets only keys it takes
     model = ChenManningParser(50, 10, 10, 9)
     optimizer, impl = build_optimizer(model.parameters(), cfg.optimizer)
-    assert optimizer.param_groups[0]["lr"] == 0.01 and impl
+    assert type(optimizer) is spec.cls and impl
+    assert optimizer.param_groups[0]["lr"] == protocol.LR
+    assert spec.label and spec.style["color"]
 
 
 def test_defaults_follow_the_study(ewt_overrides):
     cfg = make_cfg(*ewt_overrides)
     assert cfg.epochs == 10 and cfg.optimizer.name == "sm3_ii" and cfg.device == "cpu"
     assert list(cfg.model.hidden) == [200, 200] and cfg.model.embed_dim == 50
+    assert (cfg.model.embed_dim, tuple(cfg.model.hidden)) == (protocol.EMBED_DIM, protocol.HIDDEN)
+    assert cfg.optimizer.lr == 0.01 == protocol.LR
 
 
 def test_paper_experiment_sweeps_the_grid(ewt_overrides):
     cfg = make_cfg("experiment=paper", *ewt_overrides, return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert params.optimizer.split(",") == ["sm3_ii", "sm3_i", "sgd", "adagrad", "adam"]
+    assert tuple(params.optimizer.split(",")) == paper_grid()
+    assert set(paper_grid()) == {_committed_runs()[run]["optimizer"] for run in _paper_runs()}
     assert params.batch_size.split(",") == ["64", "512"]
     assert params.seed.split(",") == ["0", "1", "2"]
     assert cfg.epochs == 10 and cfg.optimizer.lr == 0.01
@@ -107,12 +119,74 @@ def test_unknown_key_and_wrong_type_name_the_key(ewt_overrides):
         ("lr_schedule=step", "lr_schedule"),
         ("ema_decay=1.0", "ema_decay"),
         ("data.pos_column=feats", "data.pos_column"),
+        ("data.labels=coarse", "data.labels"),
+        ("optimizer.cover=bad", "optimizer.cover"),
+        ("optimizer.impl=turbo", "optimizer.impl"),
+        ("optimizer.impl=fused", "optimizer.impl"),  # SM3 has one implementation
+        ("optimizer.momentum=1.5", "optimizer.momentum"),  # SM3's own check
+        ("optimizer.eps=-1", "optimizer.eps"),
     ],
 )
 def test_bad_values_fail_with_the_key_named(override, key, ewt_overrides):
     cfg = make_cfg(override, *ewt_overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+INAPPLICABLE = [
+    ("sm3_ii", "optimizer.betas=[0.9,0.99]", "betas"),
+    ("sm3_i", "optimizer.weight_decay=0.1", "weight_decay"),
+    ("adam", "optimizer.cover=dims", "cover"),
+    ("sgd", "optimizer.eps=1e-8", "eps"),
+    ("adagrad", "optimizer.momentum=0.9", "momentum"),
+]
+
+
+@pytest.mark.parametrize("name,override,key", INAPPLICABLE)
+def test_keys_that_do_not_apply_to_the_optimizer_fail_validation(
+    name, override, key, ewt_overrides
+):
+    cfg = make_cfg(f"optimizer={name}", override, *ewt_overrides)
+    with pytest.raises(ConfigError, match=rf"optimizer\.{key} does not apply to .*={name}\b"):
+        validate(cfg)
+
+
+def test_a_bad_optimizer_config_fails_before_any_data_is_loaded(
+    tmp_path, ewt_overrides, monkeypatch
+):
+    from sm3repro import train
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("data loaded before the optimizer config was checked")
+
+    monkeypatch.setattr(train, "load_data", must_not_load)
+    monkeypatch.setattr(train, "_load_data_once", must_not_load)
+    cfg = make_cfg("optimizer=sm3_ii", "optimizer.betas=[0.9,0.99]", "logger=none",
+                   f"results_dir={tmp_path}", *ewt_overrides)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"optimizer\.betas does not apply to .*=sm3_ii"):
+        train.run(cfg)
+    assert list(tmp_path.iterdir()) == []  # no run folder
+
+
+@pytest.mark.slow
+def test_the_cli_rejects_an_inapplicable_key_in_one_line_without_a_run_folder(
+    tmp_path, ewt_overrides
+):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sm3repro.train", "optimizer=sm3_ii",
+           "optimizer.betas=[0.9,0.99]", "logger=none", f"results_dir={tmp_path / 'results'}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", *ewt_overrides]  # fmt: skip
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "sm3repro: error: optimizer.betas does not apply to optimizer.name=sm3_ii "
+        "(it takes: cover, eps, momentum)"
+    ]
+    assert not (tmp_path / "results").exists()
 
 
 def test_missing_data_file_names_the_key(tmp_path):
@@ -140,23 +214,32 @@ def test_experiments_override_the_top_level_defaults(ewt_overrides):
 COMMITTED_RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 
 
-def test_committed_sweep_keeps_its_run_ids(ewt_overrides):
-    """Keys added to the schema later must not rename (and so redo) recorded runs."""
+def _committed_runs() -> dict[str, dict]:
+    """Run id -> summary of every committed record."""
     import json
 
+    return {p.parent.name: json.loads(p.read_text()) for p in COMMITTED_RUNS.glob("*/summary.json")}
+
+
+def _paper_runs() -> list[str]:
+    return sorted(r for r, summary in _committed_runs().items() if summary["experiment"] == "paper")
+
+
+@pytest.mark.parametrize("experiment", ["paper", "best_parser"])
+def test_committed_records_keep_their_run_ids(experiment, ewt_overrides):
+    """Keys added to the schema later, and defaults moved between files, must not rename (and so
+    redo) recorded runs."""
     from sm3repro.records import run_id_for
 
-    committed = sorted(
-        p.parent.name
-        for p in COMMITTED_RUNS.glob("*/summary.json")
-        if json.loads(p.read_text())["experiment"] == "paper"
-    )
-    assert len(committed) >= 20
+    committed = sorted(r for r, s in _committed_runs().items() if s["experiment"] == experiment)
+    assert len(committed) >= {"paper": 30, "best_parser": 1}[experiment]
     for run_id in committed:
         name, batch, seed, _ = run_id.split("-")
-        cfg = make_cfg("experiment=paper", f"optimizer={name}", f"batch_size={batch[1:]}",
-                       f"seed={seed[1:]}", *ewt_overrides)  # fmt: skip
+        cfg = make_cfg(f"experiment={experiment}", f"optimizer={name}",
+                       f"batch_size={batch[1:]}", f"seed={seed[1:]}", *ewt_overrides)  # fmt: skip
         assert run_id_for(OmegaConf.to_container(cfg, resolve=True)) == run_id
+    if experiment == "best_parser":
+        assert committed == ["adam-b256-s0-fd54d92d1c"]
 
 
 def test_added_keys_enter_the_run_id_only_when_set(ewt_overrides):

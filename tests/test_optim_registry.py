@@ -1,13 +1,27 @@
-"""The optimizer registry: every name builds and steps; config errors name the offending key."""
+"""The optimizer catalog and registry: every entry is complete, builds and steps; config errors
+name the offending key."""
 
 from __future__ import annotations
+
+import inspect
+from dataclasses import fields
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sm3repro.optim import OPTIMIZERS, SM3, build_optimizer, optimizer_state_bytes
+from sm3repro import protocol
+from sm3repro.config import OptimizerConfig
+from sm3repro.optim import (
+    CATALOG,
+    OPTIMIZERS,
+    SM3,
+    build_optimizer,
+    check_optimizer_config,
+    optimizer_state_bytes,
+)
+from sm3repro.optim.catalog import IMPLS, KEYS, paper_grid, study_rows
 
 
 def small_model() -> nn.Module:
@@ -22,37 +36,68 @@ def one_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def test_names() -> None:
-    assert sorted(OPTIMIZERS) == ["adagrad", "adam", "sgd", "sm3_i", "sm3_ii"]
+def test_catalog_holds_the_studys_rows_and_the_registry_builds_its_names() -> None:
+    assert set(OPTIMIZERS) == set(CATALOG)
+    # The study's four optimizers (SM3 stands in as SM3-II) and the sweep that adds SM3-I.
+    assert study_rows() == ("sm3_ii", "sgd", "adagrad", "adam")
+    assert paper_grid() == ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_catalog_keys_are_the_schemas_hyperparameters() -> None:
+    assert {f.name for f in fields(OptimizerConfig)} == KEYS | {"name", "lr", "impl"}
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_every_catalog_entry_is_complete(name: str) -> None:
+    spec = CATALOG[name]
+    assert spec.name == name and spec.label and spec.style["color"]
+    assert spec.keys <= KEYS and set(spec.impls) <= set(IMPLS) and "fastest" in spec.impls
+    # Every key it takes (and every fixed argument) is an argument of the class it builds.
+    arguments = inspect.signature(spec.cls.__init__).parameters
+    assert set(spec.keys) | set(spec.fixed) <= set(arguments), spec.target
+    assert ("fused" in spec.impls) == bool(spec.fused_devices())
+    if spec.fused:
+        assert "fused" in arguments
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
 @pytest.mark.parametrize("impl", ["fastest", "default"])
 def test_every_name_builds_and_steps(name: str, impl: str) -> None:
+    spec = CATALOG[name]
     model = small_model()
     before = [p.detach().clone() for p in model.parameters()]
     optimizer, label = build_optimizer(model.parameters(), {"name": name, "lr": 0.01, "impl": impl})
-    assert optimizer.param_groups[0]["lr"] == 0.01
+    assert type(optimizer) is spec.cls and optimizer.param_groups[0]["lr"] == 0.01
     one_step(model, optimizer)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    if name.startswith("sm3"):
-        assert isinstance(optimizer, SM3)
-        assert optimizer.defaults["variant"] == name.removeprefix("sm3_")
-        assert label == f"sm3repro.SM3(variant={name.removeprefix('sm3_')}, cover=dims)"
+    if spec.cls is SM3:
+        assert optimizer.defaults["variant"] == spec.fixed["variant"]
+        assert label == f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims)"
+        return
+    # CPU float parameters: torch's fused kernel applies wherever the class has one.
+    fused = impl == "fastest" and "cpu" in spec.fused_devices()
+    cls = spec.cls.__name__
+    assert label == (f"torch.optim.{cls}(fused=True)" if fused else f"torch.optim.{cls}(default)")
+    assert bool(optimizer.defaults.get("fused")) == fused
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_impls_outside_the_entry_are_rejected_with_the_key(name: str, impl: str) -> None:
+    cfg = {"name": name, "impl": impl}
+    if impl in CATALOG[name].impls:
+        build_optimizer(small_model().parameters(), cfg)
     else:
-        assert type(optimizer) is OPTIMIZERS[name]
-        cls = OPTIMIZERS[name].__name__
-        # CPU float parameters: torch's fused kernels apply.
-        expected = (
-            f"torch.optim.{cls}(fused=True)" if impl == "fastest" else f"torch.optim.{cls}(default)"
-        )
-        assert label == expected
-        assert bool(optimizer.defaults.get("fused")) == (impl == "fastest")
+        with pytest.raises(ValueError, match=rf"optimizer\.impl={impl} .*optimizer\.name={name}"):
+            build_optimizer(small_model().parameters(), cfg)
 
 
 def test_lr_defaults_to_the_studys_value() -> None:
-    optimizer, _ = build_optimizer(small_model().parameters(), {"name": "adam"})
-    assert optimizer.param_groups[0]["lr"] == 0.01
+    assert protocol.LR == 0.01  # Section III: one lr for every optimizer
+    for name in CATALOG:
+        optimizer, _ = build_optimizer(small_model().parameters(), {"name": name})
+        assert optimizer.param_groups[0]["lr"] == protocol.LR
+    assert SM3(small_model().parameters()).defaults["lr"] == protocol.LR
 
 
 def test_hydra_style_config_is_accepted() -> None:
@@ -125,7 +170,18 @@ def test_config_errors_name_the_key(cfg: dict, key: str) -> None:
 def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="sm3_ii") as info:
         build_optimizer(small_model().parameters(), {"name": "adamw"})
-    assert all(name in str(info.value) for name in OPTIMIZERS)
+    assert all(name in str(info.value) for name in CATALOG)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [(name, key) for name, spec in CATALOG.items() for key in sorted(KEYS - spec.keys)],
+)
+def test_keys_the_entry_does_not_take_name_the_key_and_the_optimizer(name: str, key: str) -> None:
+    value = {"betas": [0.9, 0.99], "cover": "dims"}.get(key, 0.5)
+    message = rf"optimizer\.{key} does not apply to optimizer\.name={name}"
+    with pytest.raises(ValueError, match=message):
+        check_optimizer_config({"name": name, key: value})
 
 
 @pytest.mark.parametrize(
@@ -142,6 +198,9 @@ def test_unknown_name_lists_the_choices() -> None:
 def test_invalid_values_name_the_key(cfg: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         build_optimizer(small_model().parameters(), cfg)
+    # The same check without a model: what config.validate runs before loading data.
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        check_optimizer_config(cfg)
 
 
 def test_every_unknown_key_is_listed() -> None:
@@ -165,3 +224,23 @@ def test_state_bytes_of_torch_optimizers() -> None:
     one_step(model, sm3)
     # Embedding 10x4 -> 10+4, Linear weight 3x8 -> 3+8, bias 3 -> 3 (per coordinate).
     assert optimizer_state_bytes(sm3) == (10 + 4 + 3 + 8 + 3) * 4
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_state_bytes_count_every_tensor_of_the_state(name: str) -> None:
+    model = small_model()
+    optimizer, _ = build_optimizer(model.parameters(), {"name": name})
+    one_step(model, optimizer)
+    leaves = torch.utils._pytree.tree_leaves(optimizer.state_dict()["state"])
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    assert optimizer_state_bytes(optimizer) == sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_state_bytes_of_adafactor_are_its_factored_moments() -> None:
+    model = small_model()
+    adafactor, label = build_optimizer(model.parameters(), {"name": "adafactor"})
+    assert label == "torch.optim.Adafactor(default)"  # torch has no fused Adafactor
+    one_step(model, adafactor)
+    # Each matrix keeps a row and a column vector (Embedding 10x4, Linear 3x8), the bias a
+    # full one (3), all float32, plus a float32 step counter per parameter.
+    assert optimizer_state_bytes(adafactor) == ((10 + 4) + (3 + 8) + 3) * 4 + 3 * 4

@@ -13,6 +13,7 @@ NULL, ROOT, UNK = "<NULL>", "<ROOT>", "<UNK>"
 SPECIALS = (NULL, ROOT, UNK)
 NULL_ID, ROOT_ID, UNK_ID = 0, 1, 2
 POS_COLUMNS = ("xpos", "upos", "both", "all")
+LABELS = ("full", "universal")  # relations as written (nmod:poss), or their universal part
 
 
 def universal_label(deprel: str) -> str:
@@ -34,8 +35,8 @@ class TreebankView:
             raise ValueError(
                 f"data.pos_column must be one of {', '.join(POS_COLUMNS)}, got {self.pos_column!r}"
             )
-        if self.labels not in ("full", "universal"):
-            raise ValueError(f"data.labels must be 'full' or 'universal', got {self.labels!r}")
+        if self.labels not in LABELS:
+            raise ValueError(f"data.labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
 
     def words(self, sent: Sentence) -> list[str]:
         return [w.lower() for w in sent.forms] if self.lowercase else list(sent.forms)

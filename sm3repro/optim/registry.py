@@ -1,8 +1,9 @@
-"""Build the study's optimizers from a config mapping, and measure their state.
+"""Build the catalog's optimizers from a config mapping, and measure their state.
 
 A config looks like ``{name: sm3_ii, lr: 0.01, momentum: 0.0, eps: 0.0, cover: dims,
 impl: fastest}`` (an omegaconf ``DictConfig`` or a plain dict). Keys are checked strictly, so a
-typo fails loudly instead of silently running the default.
+typo fails loudly instead of silently running the default; ``check_optimizer_config`` runs the
+same checks (and the class's own) without the model, so a run can fail before loading data.
 """
 
 from __future__ import annotations
@@ -11,38 +12,37 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim import Optimizer
 
+from sm3repro import protocol
+from sm3repro.optim.catalog import CATALOG, IMPLS, KEYS, OptimizerSpec
 from sm3repro.optim.sm3 import COVERS, SM3
 
-__all__ = ["IMPLS", "OPTIMIZERS", "build_optimizer", "optimizer_state_bytes"]
+__all__ = [
+    "IMPLS",
+    "OPTIMIZERS",
+    "build_optimizer",
+    "check_optimizer_config",
+    "optimizer_state_bytes",
+]
 
+# name -> class, for callers that only need the class (SM3 serves both variants).
 OPTIMIZERS: Mapping[str, type[Optimizer]] = MappingProxyType(
-    {
-        "sgd": torch.optim.SGD,
-        "adagrad": torch.optim.Adagrad,
-        "adam": torch.optim.Adam,
-        "sm3_i": SM3,
-        "sm3_ii": SM3,
-    }
+    {name: spec.cls for name, spec in CATALOG.items()}
 )
-IMPLS = ("fastest", "default", "fused", "foreach", "forloop")
-DEFAULT_LR = 0.01
-
-# Hyperparameter keys each optimizer accepts (besides name, lr, impl).
-_APPLICABLE = {
-    "sgd": {"momentum", "weight_decay"},
-    "adagrad": {"eps", "weight_decay"},
-    "adam": {"betas", "eps", "weight_decay"},
-    "sm3_i": {"momentum", "eps", "cover"},
-    "sm3_ii": {"momentum", "eps", "cover"},
-}
-_KNOWN = {"name", "lr", "impl", "momentum", "eps", "weight_decay", "betas", "cover", "_target_"}
+_KNOWN = {"name", "lr", "impl", "_target_", *KEYS}
 # Values that mean "off", so a shared config may carry them for optimizers without the feature.
 _NEUTRAL = {"momentum": 0.0, "weight_decay": 0.0}
+
+
+class _Options(NamedTuple):
+    spec: OptimizerSpec
+    lr: float
+    impl: str
+    kwargs: dict[str, Any]  # the applicable hyperparameters that are set
 
 
 def _as_dict(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,13 +69,30 @@ def build_optimizer(
     """Build the optimizer named by ``cfg["name"]``; return it and a string naming the
     implementation actually used (e.g. ``"torch.optim.Adam(fused=True)"``).
 
-    ``cfg`` keys: ``name`` (one of :data:`OPTIMIZERS`), ``lr`` (default 0.01), and where they
-    apply ``momentum``, ``eps``, ``weight_decay``, ``betas``, ``cover``, and ``impl`` (one of
-    :data:`IMPLS`, default ``"fastest"``: torch's ``fused=True`` where it works, else its
-    default). A ``_target_`` key is ignored; any other key is an error, as is a key that does
-    not apply to the chosen optimizer (``None`` counts as unset, and ``momentum``/
-    ``weight_decay`` of 0 are accepted everywhere).
+    ``cfg`` keys: ``name`` (one of :data:`~sm3repro.optim.catalog.CATALOG`), ``lr`` (default
+    :data:`sm3repro.protocol.LR`), the hyperparameters the catalog entry takes (``momentum``,
+    ``eps``, ``weight_decay``, ``betas``, ``cover``), and ``impl`` (one of the entry's
+    ``impls``, default ``"fastest"``: torch's ``fused=True`` where it works, else its default).
+    A ``_target_`` key is ignored; any other key is an error, as is a key that does not apply to
+    the chosen optimizer (``None`` counts as unset, and ``momentum``/``weight_decay`` of 0 are
+    accepted everywhere).
     """
+    options = _resolve(cfg)
+    params = list(params)  # may be a generator, and a failed fused attempt must not consume it
+    return _construct(options, params)
+
+
+def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the key (and the optimizer) if ``cfg`` cannot build an optimizer.
+
+    Runs every check ``build_optimizer`` runs, the optimizer class's own value checks
+    included, on a one-element stand-in parameter, so no model or data is needed.
+    """
+    options = _resolve(cfg)
+    _construct(options, [torch.nn.Parameter(torch.zeros(1))])
+
+
+def _resolve(cfg: Mapping[str, Any]) -> _Options:
     options = _as_dict(cfg)
     options.pop("_target_", None)
     unknown = sorted(str(key) for key in set(options) - _KNOWN)
@@ -83,26 +100,32 @@ def build_optimizer(
         listed = ", ".join(f"optimizer.{key}" for key in unknown)
         raise ValueError(f"unknown key {listed} (allowed: {sorted(_KNOWN - {'_target_'})})")
     name = options.pop("name", None)
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    if not isinstance(name, str) or name not in CATALOG:
+        raise ValueError(f"optimizer.name must be one of {sorted(CATALOG)}, got {name!r}")
+    spec = CATALOG[name]
     lr = options.pop("lr", None)
-    lr = DEFAULT_LR if lr is None else _number("lr", lr)
+    lr = protocol.LR if lr is None else _number("lr", lr)
     if lr <= 0:
         raise ValueError(f"optimizer.lr must be > 0, got {lr!r}")
     impl = options.pop("impl", None) or "fastest"
     if impl not in IMPLS:
         raise ValueError(f"optimizer.impl must be one of {list(IMPLS)}, got {impl!r}")
+    if impl not in spec.impls:
+        raise ValueError(
+            f"optimizer.impl={impl} is not available for optimizer.name={name} "
+            f"(it takes: {', '.join(spec.impls)})"
+        )
 
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:
             continue
-        if key not in _APPLICABLE[name]:
+        if key not in spec.keys:
             if key in _NEUTRAL and _number(key, value) == _NEUTRAL[key]:
                 continue
             raise ValueError(
                 f"optimizer.{key} does not apply to optimizer.name={name} "
-                f"(it takes: {sorted(_APPLICABLE[name])})"
+                f"(it takes: {', '.join(sorted(spec.keys)) or 'no other keys'})"
             )
         if key == "betas":
             if not isinstance(value, (list, tuple)) or len(value) != 2:
@@ -114,21 +137,19 @@ def build_optimizer(
             kwargs[key] = value
         else:
             kwargs[key] = _number(key, value)
+    return _Options(spec, lr, impl, kwargs)
 
-    params = list(params)  # may be a generator, and a failed fused attempt must not consume it
-    if name.startswith("sm3_"):
-        if impl not in ("fastest", "default", "forloop"):
-            raise ValueError(
-                f"optimizer.impl={impl} is not available for {name}; SM3 has one (for-loop) "
-                "implementation: use fastest, default or forloop"
-            )
-        variant = name.removeprefix("sm3_")
-        try:
-            optimizer = SM3(params, lr=lr, variant=variant, **kwargs)
-        except ValueError as error:
-            raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
-        return optimizer, f"sm3repro.SM3(variant={variant}, cover={optimizer.defaults['cover']})"
-    return _build_torch(OPTIMIZERS[name], params, lr, impl, kwargs)
+
+def _construct(options: _Options, params: list[Any]) -> tuple[Optimizer, str]:
+    spec, lr, impl, kwargs = options
+    if not issubclass(spec.cls, SM3):
+        return _build_torch(spec, params, lr, impl, kwargs)
+    try:
+        optimizer = spec.cls(params, lr=lr, **spec.fixed, **kwargs)
+    except ValueError as error:
+        raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
+    variant, cover = optimizer.defaults["variant"], optimizer.defaults["cover"]
+    return optimizer, f"sm3repro.SM3(variant={variant}, cover={cover})"
 
 
 def _flat_params(params: list[Any]) -> list[torch.Tensor]:
@@ -142,17 +163,10 @@ def _flat_params(params: list[Any]) -> list[torch.Tensor]:
     return flat
 
 
-def _fused_problem(cls: type[Optimizer], params: list[Any]) -> str | None:
+def _fused_problem(spec: OptimizerSpec, params: list[Any]) -> str | None:
     """Why torch's fused kernel cannot take these parameters (None if it can). torch checks
-    devices only at the first step for some classes, so check up front, by torch's own rule."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        devices = set(_get_fused_kernels_supported_devices())
-    except ImportError:  # private helper moved: fall back to the devices that have kernels
-        devices = {"cpu", "cuda"}
-    if cls is torch.optim.Adagrad:
-        devices.discard("cuda")  # torch's fused Adagrad is CPU-only
+    devices only at the first step for some classes, so check up front."""
+    devices = spec.fused_devices()
     for p in _flat_params(params):
         if p.device.type not in devices or not torch.is_floating_point(p):
             return f"{p.dtype} parameter on {p.device.type}"
@@ -160,24 +174,28 @@ def _fused_problem(cls: type[Optimizer], params: list[Any]) -> str | None:
 
 
 def _build_torch(
-    cls: type[Optimizer], params: list[Any], lr: float, impl: str, kwargs: dict[str, Any]
+    spec: OptimizerSpec, params: list[Any], lr: float, impl: str, kwargs: dict[str, Any]
 ) -> tuple[Optimizer, str]:
+    cls = spec.cls
     label = f"torch.optim.{cls.__name__}"
     try:
-        if impl == "default":
-            return cls(params, lr=lr, **kwargs), f"{label}(default)"
+        if impl == "default" or (impl == "fastest" and not spec.fused):
+            return cls(params, lr=lr, **spec.fixed, **kwargs), f"{label}(default)"
         if impl in ("fused", "fastest"):
-            problem = _fused_problem(cls, params)
+            problem = _fused_problem(spec, params)
             if problem is None:
                 try:
-                    return cls(params, lr=lr, fused=True, **kwargs), f"{label}(fused=True)"
+                    optimizer = cls(params, lr=lr, fused=True, **spec.fixed, **kwargs)
+                    return optimizer, f"{label}(fused=True)"
                 except (RuntimeError, TypeError) as error:  # TypeError: torch without `fused`
                     problem = str(error).splitlines()[0] if str(error) else type(error).__name__
             if impl == "fused":
                 raise ValueError(f"optimizer.impl=fused is not available for {label}: {problem}")
-            return cls(params, lr=lr, **kwargs), f"{label}(default; fused unavailable: {problem})"
+            optimizer = cls(params, lr=lr, **spec.fixed, **kwargs)
+            return optimizer, f"{label}(default; fused unavailable: {problem})"
         foreach = impl == "foreach"
-        return cls(params, lr=lr, foreach=foreach, **kwargs), f"{label}(foreach={foreach})"
+        optimizer = cls(params, lr=lr, foreach=foreach, **spec.fixed, **kwargs)
+        return optimizer, f"{label}(foreach={foreach})"
     except ValueError as error:
         if str(error).startswith("optimizer."):
             raise

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sm3repro import protocol
+
 __all__ = ["SM3", "sm3", "sm3_preconditioner"]
 
 VARIANTS = ("i", "ii")
@@ -312,7 +314,7 @@ class SM3(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.01,
+        lr: float = protocol.LR,
         variant: str = "ii",
         cover: str = "dims",
         momentum: float = 0.0,

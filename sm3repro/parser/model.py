@@ -7,10 +7,14 @@ import os
 import torch
 from torch import nn
 
+from sm3repro import protocol
 from sm3repro.data.vocab import UNK_ID
 from sm3repro.parser.features import N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
 
 ACTIVATIONS = ("relu", "cube", "tanh")
+# The defaults below are the config's too (sm3repro.config.ModelConfig reads them).
+ACTIVATION = "relu"
+DROPOUT = 0.5
 
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -30,10 +34,10 @@ class ChenManningParser(nn.Module):
         n_tags: int,
         n_labels: int,
         n_transitions: int,
-        embed_dim: int = 50,
-        hidden: tuple[int, int] = (200, 200),
-        activation: str = "relu",
-        dropout: float = 0.5,
+        embed_dim: int = protocol.EMBED_DIM,
+        hidden: tuple[int, int] = protocol.HIDDEN,
+        activation: str = ACTIVATION,
+        dropout: float = DROPOUT,
         word_dropout: float = 0.0,
         word_counts: list[int] | None = None,
     ) -> None:

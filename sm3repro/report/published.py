@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from sm3repro import protocol
+
 CITATION = (
     'J. Campos Salas, R. Das, Z. Hu, "SM3: Memory Efficient Adaptive Optimization" '
     "(replication of R. Anil, V. Gupta, T. Koren, Y. Singer, "
@@ -47,4 +49,4 @@ TABLE2 = pd.DataFrame(
 
 DATASET = "Penn Treebank WSJ (~40,000 training and ~2,500 test sentences)"
 EPOCHS = 10
-LEARNING_RATE = 0.01
+LEARNING_RATE = protocol.LR

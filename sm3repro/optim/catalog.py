@@ -1,0 +1,165 @@
+"""Every optimizer the harness runs, each declared once.
+
+An entry says how the optimizer is built (a torch class, or SM3 with its variant), which config
+keys apply to it, which implementations it has, how the report labels and draws it, and what
+part it plays in the study. Its hyperparameter values live in ``conf/optimizer/<name>.yaml``
+(what a run records); a key the yaml leaves unset takes the class's own default, and ``lr``
+takes the study's (:data:`sm3repro.protocol.LR`). Config choices, validation, the registry, the
+report, the paper and smoke grids and the tests all read this table, so adding an optimizer is
+one entry here plus its yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+
+__all__ = ["CATALOG", "IMPLS", "KEYS", "OptimizerSpec", "names", "paper_grid", "study_rows"]
+
+# impl: "fastest" = torch's fused kernel where it works here, else the class's default.
+IMPLS = ("fastest", "default", "fused", "foreach", "forloop")
+# Hyperparameter keys of the config schema (besides name, lr and impl).
+KEYS = frozenset({"momentum", "eps", "betas", "weight_decay", "cover"})
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer: how it is built, configured, shown and used in the study.
+
+    The class is named by its import path (Hydra's ``_target_`` convention) and imported on
+    first use, so reading labels and styles (the report) does not import torch.
+    """
+
+    name: str  # the config's optimizer.name and conf/optimizer/<name>.yaml
+    target: str  # import path of the optimizer class
+    keys: frozenset[str]  # the config keys (of KEYS) it takes
+    label: str  # tables and legends
+    style: Mapping[str, Any]  # matplotlib line kwargs; "color" is required
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # constructor args its name implies
+    # torch's fused kernel: True where torch has fused kernels, or only these device types.
+    fused: bool | frozenset[str] = False
+    study_row: bool = False  # one of the study's four optimizers (its Tables I-II)
+    paper_grid: bool = False  # swept by experiment=paper/smoke; always a row in the tables
+    # The optimizer.impl values it takes; left empty, torch's: all of IMPLS, "fused" only
+    # with a fused kernel.
+    impls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.impls:
+            torch_impls = tuple(i for i in IMPLS if i != "fused" or self.fused)
+            object.__setattr__(self, "impls", torch_impls)
+
+    @cached_property
+    def cls(self) -> type[Optimizer]:
+        from hydra.utils import get_class
+
+        return get_class(self.target)
+
+    def fused_devices(self) -> frozenset[str]:
+        """Device types its fused kernel runs on (empty: none)."""
+        if self.fused is True:
+            return _torch_fused_devices()
+        return frozenset(self.fused or ())
+
+
+def _torch_fused_devices() -> frozenset[str]:
+    """Device types torch has fused optimizer kernels for, by torch's own rule."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return frozenset(_get_fused_kernels_supported_devices())
+    except ImportError:  # the private helper moved: the devices that have had kernels
+        return frozenset({"cpu", "cuda"})
+
+
+SM3_IMPLS = ("fastest", "default", "forloop")  # SM3 has one (for-loop) implementation
+
+_SPECS = (
+    # The study's "SM3" never names its variant; SM3-II is the one every public implementation
+    # provides, so it stands in for the study's row.
+    OptimizerSpec(
+        name="sm3_ii",
+        target="sm3repro.optim.sm3.SM3",
+        keys=frozenset({"momentum", "eps", "cover"}),
+        label="SM3-II",
+        style={"color": "tab:red"},
+        fixed={"variant": "ii"},
+        impls=SM3_IMPLS,
+        study_row=True,
+        paper_grid=True,
+    ),
+    OptimizerSpec(
+        name="sm3_i",
+        target="sm3repro.optim.sm3.SM3",
+        keys=frozenset({"momentum", "eps", "cover"}),
+        label="SM3-I",
+        style={"color": "tab:orange", "linestyle": "--"},
+        fixed={"variant": "i"},
+        impls=SM3_IMPLS,
+        paper_grid=True,
+    ),
+    OptimizerSpec(
+        name="sgd",
+        target="torch.optim.SGD",
+        keys=frozenset({"momentum", "weight_decay"}),
+        label="SGD",
+        style={"color": "tab:gray"},
+        fused=True,
+        study_row=True,
+        paper_grid=True,
+    ),
+    OptimizerSpec(
+        name="adagrad",
+        target="torch.optim.Adagrad",
+        keys=frozenset({"eps", "weight_decay"}),
+        label="Adagrad",
+        style={"color": "tab:green"},
+        fused=frozenset({"cpu"}),  # torch's fused Adagrad is CPU-only
+        study_row=True,
+        paper_grid=True,
+    ),
+    OptimizerSpec(
+        name="adam",
+        target="torch.optim.Adam",
+        keys=frozenset({"betas", "eps", "weight_decay"}),
+        label="Adam",
+        style={"color": "tab:blue"},
+        fused=True,
+        study_row=True,
+        paper_grid=True,
+    ),
+    # Factored second moments (Shazeer & Stern, 2018): the other memory-saving optimizer
+    # Anil et al. compare SM3 with. Its eps is a pair and its beta2 a decay rate, so of the
+    # schema's keys only weight_decay maps onto its arguments.
+    OptimizerSpec(
+        name="adafactor",
+        target="torch.optim.Adafactor",
+        keys=frozenset({"weight_decay"}),
+        label="Adafactor",
+        style={"color": "tab:purple", "linestyle": ":"},
+    ),
+)
+
+# In row and legend order.
+CATALOG: Mapping[str, OptimizerSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+
+
+def names() -> tuple[str, ...]:
+    """Every optimizer name, in row and legend order."""
+    return tuple(CATALOG)
+
+
+def study_rows() -> tuple[str, ...]:
+    """The study's four optimizers (SM3, SGD, Adagrad, Adam), in row order."""
+    return tuple(name for name, spec in CATALOG.items() if spec.study_row)
+
+
+def paper_grid() -> tuple[str, ...]:
+    """The optimizers ``experiment=paper`` sweeps, in sweep order."""
+    return tuple(name for name, spec in CATALOG.items() if spec.paper_grid)
