@@ -180,15 +180,18 @@ class WandbTracker(Tracker):
 
     def log_table(self, name: str, table: Any) -> None:
         def log() -> None:
-            self._outputs[f"{name}.table.json"] = self._wandb.Table(dataframe=table)
-            self._log("table", {name: self._outputs[f"{name}.table.json"]})
+            # W&B cannot serialise pandas' missing values (pd.NA); they become nulls.
+            plain = table.astype(object).where(table.notna(), None)
+            wandb_table = self._wandb.Table(dataframe=plain)
+            self.run.log({name: wandb_table}, step=self._step)
+            self._outputs[f"{name}.table.json"] = wandb_table
 
         self._guard("table", log)
 
     def log_image(self, name: str, path: str | Path) -> None:
         def log() -> None:
+            self.run.log({name: self._wandb.Image(str(path))}, step=self._step)
             self._outputs[Path(path).name] = Path(path)
-            self._log("image", {name: self._wandb.Image(str(path))})
 
         self._guard("image", log)
 

@@ -146,7 +146,9 @@ def test_report_run_logs_tables_and_figures_as_one_artifact(tmp_path: Path) -> N
     Image.new("RGB", (8, 8), "white").save(figure)
     tracker = offline_tracker(tmp_path / "runs", run_id="report-1", job_type="report")
     with tracker:
-        tracker.log_table("claims", pd.DataFrame({"claim": ["memory"], "verdict": ["holds"]}))
+        # pd.NA (a missing number in the report's tables) must not lose the table.
+        claims = pd.DataFrame({"claim": ["memory", "speed"], "ratio": [0.5, pd.NA]})
+        tracker.log_table("claims", claims.astype({"ratio": "Float64"}))
         tracker.log_image("figures/loss", figure)
     run = read_offline_run(tmp_path / "runs")
     assert run["job_type"] == "report"
@@ -154,6 +156,10 @@ def test_report_run_logs_tables_and_figures_as_one_artifact(tmp_path: Path) -> N
     assert artifact["name"] == "outputs-report-1"
     assert set(artifact["files"]) == {"tables/claims.table.json", "figures/loss.png"}
     assert int(artifact["files"]["figures/loss.png"]["size"]) == figure.stat().st_size
+    [row] = [r for r in run["history"] if "claims._type" in r]
+    run_dir = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    table = json.loads((run_dir / "files" / row["claims.path"]).read_text())
+    assert table["data"] == [["memory", 0.5], ["speed", None]]
 
 
 def test_unknown_job_type_is_refused(tmp_path: Path) -> None:
