@@ -199,10 +199,11 @@ def http_mirror(tampered_mirror: Path):
     import http.server
     import threading
 
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(tampered_mirror)
-    )
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tampered_mirror))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -180,8 +180,10 @@ def fetch_ewt(
     if mirror is not None and not mirror.is_dir():
         raise DownloadError(f"the mirror folder {mirror} does not exist")
     dest.mkdir(parents=True, exist_ok=True)
-    # A mirror is a local copy: retrying a copy that failed would fail the same way.
-    files = _registry(dest, base_url, retries=0 if mirror is not None else RETRIES)
+    if mirror is not None:  # a local copy: retrying a copy that failed would fail the same way
+        files = _registry(dest, mirror.resolve().as_uri(), retries=0)
+    else:
+        files = _registry(dest, base_url, retries=RETRIES)
 
     paths = []
     for name in EWT_FILES.values():
@@ -195,7 +197,7 @@ def fetch_ewt(
             # Left in place until a verified copy replaces it (a rename, atomic).
             log.warning("%s: present but sha256 %s != %s, fetching again", name, actual, expected)
         _fetch(files, name, mirror, timeout)
-        log.info("%s: from %s, checksum OK", name, mirror or files.get_url(name))
+        log.info("%s: from %s, checksum OK", name, files.get_url(name))
 
     # The license travels with the data: the mirror's LICENSE.txt, or else a short note.
     if mirror is not None and (mirror / LICENSE_FILE).is_file():
