@@ -7,7 +7,7 @@ DATA_DIR := data/ud-english-ewt
 DATA_MIRROR ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report bench fault-suite clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ reproduce-smoke: data
 # WANDB_MODE=online; WANDB_MODE=disabled skips it).
 report: $(PY)
 	$(PY) -m sm3repro.report --results results --experiment paper --wandb
+
+# The best_parser search (Optuna TPE, resumable: the study is stored in results/tuning/).
+tune: $(PY)
+	$(PY) -m sm3repro.train -m hparams_search=best_parser $(ARGS)
+	$(PY) -m sm3repro.report.tuning
 
 bench: $(PY)
 	$(PY) scripts/bench_parser.py

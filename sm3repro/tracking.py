@@ -13,6 +13,9 @@ Facts about wandb 0.31 this relies on:
 - `run.finish()` returns before wandb-core has flushed the `run-*.wandb` file (it closes
   the stream in the background); process exit waits for it, a reader in the same process
   must wait for the exit record (see tests/wandb_offline.py);
+- `run.log_artifact` works offline: the files are copied to a staging folder
+  (WANDB_DATA_DIR/artifacts/staging) and the artifact record goes into the run file, so
+  `wandb sync` uploads them later;
 - `import wandb` takes ~0.4 s; we import it lazily so that `logger.name: none` or
   `mode: disabled` runs never touch it.
 """
@@ -31,6 +34,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("online", "offline", "disabled")
+# W&B groups runs by job type: training runs, report runs, and the memory-measurement arm's.
+JOB_TYPES = ("train", "report", "memory")
+# The dev scores whose best epoch the run summary shows (the dashboard's summary column).
+BEST_DEV_METRICS = ("dev_las_micro", "dev_las_macro")
 _MODE_ALIASES = {"dryrun": "offline"}  # W&B's old name for offline
 _online_failure: str | None = None  # why online init failed earlier in this process, if it did
 
@@ -57,6 +64,9 @@ class Tracker:
 
     def log_image(self, name: str, path: str | Path) -> None:
         pass
+
+    def log_files(self, name: str, kind: str, paths: list[Path]) -> None:
+        """Log `paths` (files) as one artifact `name` of type `kind` (e.g. a run's record)."""
 
     def finish(self, exit_code: int = 0) -> None:
         pass
@@ -124,7 +134,9 @@ class WandbTracker(Tracker):
     Steps: W&B wants one monotonically increasing step across all `log` calls, so every
     call uses the largest training step seen so far; epoch metrics are logged at the step
     where the epoch ended, with `epoch` as their chart axis (define_metric).
-    Keys: step metrics go under `train/`, epoch metrics under `epoch/`.
+    Keys: step metrics go under `train/`, epoch metrics under `epoch/`; the summary keeps the
+    best (max) dev LAS over epochs. Tables and images the report logs are also collected into
+    one artifact at finish, so its files travel with the run.
     """
 
     enabled = True
@@ -135,8 +147,11 @@ class WandbTracker(Tracker):
         self._step = 0
         self._finished = False
         self._failed: set[str] = set()
+        self._outputs: dict[str, Any] = {}  # report tables and figures, for the artifact
         run.define_metric("epoch")
         run.define_metric("epoch/*", step_metric="epoch")
+        for name in BEST_DEV_METRICS:
+            run.define_metric(f"epoch/{name}", step_metric="epoch", summary="max")
 
     def _guard(self, what: str, call: Callable[[], Any]) -> None:
         # A W&B hiccup mid-run must not kill training: warn once per kind, keep going.
@@ -164,15 +179,51 @@ class WandbTracker(Tracker):
         self._guard("summary", lambda: self.run.summary.update(_flatten(_plain(summary))))
 
     def log_table(self, name: str, table: Any) -> None:
-        self._guard("table", lambda: self._log("table", {name: self._wandb.Table(dataframe=table)}))
+        def log() -> None:
+            # W&B cannot serialise pandas' missing values (pd.NA); they become nulls.
+            plain = table.astype(object).where(table.notna(), None)
+            wandb_table = self._wandb.Table(dataframe=plain)
+            self.run.log({name: wandb_table}, step=self._step)
+            self._outputs[f"{name}.table.json"] = wandb_table
+
+        self._guard("table", log)
 
     def log_image(self, name: str, path: str | Path) -> None:
-        self._guard("image", lambda: self._log("image", {name: self._wandb.Image(str(path))}))
+        def log() -> None:
+            self.run.log({name: self._wandb.Image(str(path))}, step=self._step)
+            self._outputs[Path(path).name] = Path(path)
+
+        self._guard("image", log)
+
+    def log_files(self, name: str, kind: str, paths: list[Path]) -> None:
+        def log() -> None:
+            artifact = self._wandb.Artifact(self._artifact_name(name), type=kind)
+            for path in paths:
+                artifact.add_file(str(path), name=Path(path).name)
+            self.run.log_artifact(artifact)
+
+        self._guard("artifact", log)
+
+    def _artifact_name(self, name: str) -> str:
+        # Artifact names allow letters, digits, '-', '_' and '.'.
+        return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+    def _log_outputs(self) -> None:
+        """The collected tables and figures as one artifact named after the run."""
+        artifact = self._wandb.Artifact(self._artifact_name(f"outputs-{self.run.id}"), "report")
+        for name, item in self._outputs.items():
+            if isinstance(item, Path):
+                artifact.add_file(str(item), name=f"figures/{name}")
+            else:
+                artifact.add(item, f"tables/{name.removesuffix('.table.json')}")
+        self.run.log_artifact(artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         if self._finished:
             return
         self._finished = True
+        if self._outputs:
+            self._guard("artifact", self._log_outputs)
         try:
             self.run.finish(exit_code=exit_code)
         except Exception as exc:  # the local record is already complete; do not fail the run
@@ -187,16 +238,20 @@ def make_tracker(
     group: str | None,
     tags: list[str],
     directory: str | Path,
+    job_type: str | None = None,
 ) -> Tracker:
     """A Tracker for the `logger` config node: `{name: wandb, project, entity, mode,
-    init_timeout}` or `{name: none}`. Falls back to a no-op Tracker, with a warning, when
-    W&B cannot start, so training continues and the local record stays complete."""
+    init_timeout}` or `{name: none}`. `job_type` is one of JOB_TYPES. Falls back to a no-op
+    Tracker, with a warning, when W&B cannot start, so training continues and the local
+    record stays complete."""
     global _online_failure
     name = str((cfg or {}).get("name") or "none").lower()
     if name in ("none", "null"):
         return Tracker()
     if name != "wandb":
         raise ValueError(f"logger.name must be 'wandb' or 'none', got {name!r}")
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise ValueError(f"job_type must be one of {', '.join(JOB_TYPES)}, got {job_type!r}")
     mode = resolve_wandb_mode(cfg.get("mode"))
     if mode == "disabled":
         return Tracker()  # do not even import wandb
@@ -223,6 +278,7 @@ def make_tracker(
             project=cfg.get("project") or "sm3repro",
             entity=cfg.get("entity") or None,
             group=group,
+            job_type=job_type,
             tags=list(tags),
             name=run_name,
             id=wandb_safe_id(run_id),

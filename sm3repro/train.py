@@ -247,7 +247,7 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
     tracker = make_tracker(
         cfg.logger, run_name=record.run_id, run_id=record.run_id, config=resolved,
         group=cfg.experiment_name, tags=[cfg.optimizer.name, f"batch{cfg.batch_size}"],
-        directory=cfg.logger.dir,
+        directory=cfg.logger.dir, job_type="train",
     )  # fmt: skip
     meter = ResourceMeter()
     status, reason = "completed", None
@@ -390,6 +390,10 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
         summary["provenance"]["finished_at"] = summary.pop("finished_at")
         record.write_summary(summary)
         tracker.log_summary(_flat_summary(summary))
+        record_files = (record.config_path, record.metrics_path, record.summary_path,
+                        record.predictions_path)  # fmt: skip
+        tracker.log_files(f"record-{record.run_id}", "run-record",
+                          [p for p in record_files if p.is_file()])  # fmt: skip
     record.checkpoint_path.unlink(missing_ok=True)
     return summary
 

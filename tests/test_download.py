@@ -190,3 +190,41 @@ def test_cli_checksum_mismatch(tampered_mirror: Path, tmp_path: Path) -> None:
     assert DEV in result.stderr and EWT_SHA256[DEV] in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ewt" / DEV).exists()
+
+
+@pytest.fixture
+def http_mirror(tampered_mirror: Path):
+    """A loopback HTTP server over the tampered mirror (real train/test, altered dev)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tampered_mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    thread.join()
+
+
+def test_download_over_http_verifies_each_file(http_mirror: str, tmp_path: Path) -> None:
+    dest = tmp_path / "ewt"
+    with pytest.raises(DownloadError) as info:
+        fetch_ewt(dest, base_url=http_mirror)
+    # train arrived verified; dev (one byte changed) was refused and never written
+    assert sha256_file(dest / EWT_FILES["train"]) == EWT_SHA256[EWT_FILES["train"]]
+    assert (dest / EWT_FILES["train"]).stat().st_mode & 0o644 == 0o644
+    assert f"checksum mismatch for {DEV} from {http_mirror}{DEV}" in str(info.value)
+    assert not (dest / DEV).exists()
+    assert [p.name for p in dest.iterdir()] == [EWT_FILES["train"]]  # no temporary left
+
+
+def test_download_names_a_missing_file(http_mirror: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
+        fetch_ewt(tmp_path / "ewt", base_url=http_mirror + "elsewhere/")
+    assert "make data DATA_MIRROR=" in str(info.value)

@@ -80,6 +80,12 @@ def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_
         abs(logged["summary"]["final/test/las_macro"] - summary["final"]["test"]["las_macro"])
         < 1e-9
     )
+    assert logged["job_type"] == "train"
+    assert logged["summary"]["epoch/dev_las_micro"] == {"max": summary["final"]["dev"]["las_micro"]}
+    [record] = [a for a in logged["artifacts"] if a["type"] == "run-record"]
+    assert record["name"] == f"record-{summary['run_id']}"
+    files = {"config.yaml", "metrics.jsonl", "summary.json", "predictions.conllu"}
+    assert set(record["files"]) == files
 
     # Rerunning the same sweep recognises every run and trains nothing.
     before = {k: v["provenance"]["finished_at"] for k, v in records.items()}

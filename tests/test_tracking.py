@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from wandb_offline import read_offline_run, read_records
+from wandb_offline import read_offline_run
 
 from sm3repro.tracking import (
     Tracker,
@@ -66,7 +66,7 @@ def offline_tracker(directory: Path, run_id: str = "sm3-b32-s1-abc", **kw) -> Tr
 # -- (a) an offline run, read back from its .wandb file --------------------------------------
 def test_offline_run_round_trip(tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    tracker = offline_tracker(tmp_path / "runs")
+    tracker = offline_tracker(tmp_path / "runs", job_type="train")
     init_s = time.perf_counter() - t0
     assert isinstance(tracker, WandbTracker), "offline W&B should start without network"
     assert init_s < 30
@@ -80,6 +80,13 @@ def test_offline_run_round_trip(tmp_path: Path) -> None:
         tracker.log_summary({"status": "completed", "final": {"test": {"las_micro": 0.7}}})
         tracker.log_table(
             "results", pd.DataFrame({"optimizer": ["sm3", "adam"], "las": [0.7, 0.69]})
+        )
+        (tmp_path / "summary.json").write_text('{"status": "completed"}')
+        (tmp_path / "metrics.jsonl").write_text('{"kind": "epoch"}\n')
+        tracker.log_files(
+            "record-sm3-b32-s1-abc",
+            "run-record",
+            [tmp_path / "summary.json", tmp_path / "metrics.jsonl"],
         )
 
     run = read_offline_run(tmp_path / "runs")
@@ -103,18 +110,66 @@ def test_offline_run_round_trip(tmp_path: Path) -> None:
     assert summary["status"] == "completed"
     assert summary["final/test/las_micro"] == 0.7
     assert summary["train/loss"] == 1.0  # W&B keeps the last logged value too
+    # define_metric: the summary shows the best dev LAS over epochs; epoch metrics plot
+    # against `epoch`.
+    assert summary["epoch/dev_las_micro"] == {"max": 0.72}
+    assert run["job_type"] == "train"
+    by_name = {m.get("name") or m.get("glob_name"): m for m in run["metrics"]}
+    assert by_name["epoch/*"]["step_metric"] == "epoch"
+    assert by_name["epoch/dev_las_macro"]["summary"] == {"max": True}
 
-    table_rows = [row["results"] for row in history if "results" in row]
-    assert len(table_rows) == 1 and table_rows[0]["_type"] == "table-file"
+    # The record as an artifact, and the table collected into the run's outputs artifact.
+    # (W&B itself also stores each logged table as a `run_table` artifact.)
+    artifacts = {a["type"]: a for a in run["artifacts"]}
+    assert set(artifacts) == {"run-record", "report", "run_table"}
+    record = artifacts["run-record"]
+    assert record["name"] == "record-sm3-b32-s1-abc"
+    assert set(record["files"]) == {"summary.json", "metrics.jsonl"}
+    assert (
+        int(record["files"]["summary.json"]["size"]) == (tmp_path / "summary.json").stat().st_size
+    )
+    assert set(artifacts["report"]["files"]) == {"tables/results.table.json"}
+
+    # leet flattens a logged dict (here the table's reference) into dotted keys.
+    table_rows = [row for row in history if "results._type" in row]
+    assert len(table_rows) == 1 and table_rows[0]["results._type"] == "table-file"
     run_dir = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
-    table = json.loads((run_dir / "files" / table_rows[0]["path"]).read_text())
+    table = json.loads((run_dir / "files" / table_rows[0]["results.path"]).read_text())
     assert table["columns"] == ["optimizer", "las"]
     assert table["data"] == [["sm3", 0.7], ["adam", 0.69]]
 
 
-def test_reader_handles_records_spanning_blocks(tmp_path: Path) -> None:
-    # A 100 KB config value is split across 32 KiB blocks (FIRST/MIDDLE/LAST chunks), and
-    # 300 step records push later ones past block boundaries.
+def test_report_run_logs_tables_and_figures_as_one_artifact(tmp_path: Path) -> None:
+    from PIL import Image
+
+    figure = tmp_path / "loss.png"
+    Image.new("RGB", (8, 8), "white").save(figure)
+    tracker = offline_tracker(tmp_path / "runs", run_id="report-1", job_type="report")
+    with tracker:
+        # pd.NA (a missing number in the report's tables) must not lose the table.
+        claims = pd.DataFrame({"claim": ["memory", "speed"], "ratio": [0.5, pd.NA]})
+        tracker.log_table("claims", claims.astype({"ratio": "Float64"}))
+        tracker.log_image("figures/loss", figure)
+    run = read_offline_run(tmp_path / "runs")
+    assert run["job_type"] == "report"
+    [artifact] = [a for a in run["artifacts"] if a["type"] == "report"]
+    assert artifact["name"] == "outputs-report-1"
+    assert set(artifact["files"]) == {"tables/claims.table.json", "figures/loss.png"}
+    assert int(artifact["files"]["figures/loss.png"]["size"]) == figure.stat().st_size
+    [row] = [r for r in run["history"] if "claims._type" in r]
+    run_dir = next((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    table = json.loads((run_dir / "files" / row["claims.path"]).read_text())
+    assert table["data"] == [["memory", 0.5], ["speed", None]]
+
+
+def test_unknown_job_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="job_type must be one of train, report, memory"):
+        offline_tracker(tmp_path / "runs", job_type="eval")
+
+
+def test_large_config_and_many_steps_read_back(tmp_path: Path) -> None:
+    # A 100 KB config value spans the run file's 32 KiB blocks, and 300 step records push
+    # later ones past block boundaries.
     big = "x" * 100_000
     tracker = offline_tracker(tmp_path / "runs", config={"big": big})
     with tracker:
@@ -285,10 +340,9 @@ def test_exception_marks_offline_run_failed(tmp_path: Path) -> None:
     with pytest.raises(KeyError), tracker:
         tracker.log_step(1, {"loss": 3.0})
         raise KeyError("mid-epoch failure")
-    records = read_records(tmp_path / "runs")
-    exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
-    assert exits == [1]
-    assert read_offline_run(tmp_path / "runs")["history"][0]["train/loss"] == 3.0
+    run = read_offline_run(tmp_path / "runs")
+    assert run["exit_code"] == 1
+    assert run["history"][0]["train/loss"] == 3.0
 
 
 def test_wandb_errors_mid_run_only_warn() -> None:

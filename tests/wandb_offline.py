@@ -1,85 +1,21 @@
-"""Read back an offline W&B run (wandb 0.31 ships no reader for its own `run-*.wandb` files).
+"""Read back an offline W&B run with W&B's own reader, `wandb leet inspect` (wandb 0.31).
 
-File layout, checked against files written by wandb 0.31 on this machine:
-- a 7-byte header: b":W&B", a 2-byte magic (0xBEE1, little-endian) and a version byte (0);
-- then LevelDB-log framing over 32 KiB blocks counted from the start of the file. Each chunk
-  has a 7-byte header: CRC32 (4 bytes, little-endian; plain zlib.crc32 over the type byte and
-  the payload, not LevelDB's masked CRC32C), length (2 bytes, little-endian) and type
-  (FULL=1, FIRST=2, MIDDLE=3, LAST=4). A block tail shorter than 7 bytes is zero padding;
-- each assembled record is a serialised `wandb_internal_pb2.Record`.
+`--summary --json` gives the merged config, the final summary, the state and the exit code;
+`--json` gives every record of the run file, one JSON object a line, from which we keep the
+history rows, the metric definitions, the artifacts and the run's job type.
 """
 
 from __future__ import annotations
 
 import json
-import struct
+import subprocess
+import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-BLOCK = 32 * 1024
-CHUNK_HEADER = 7
-FILE_MAGIC = b":W&B"
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def iter_record_bytes(path: Path) -> list[bytes]:
-    """Return the payload of every record in a W&B datastore file, checking each CRC."""
-    data = path.read_bytes()
-    if data[:4] != FILE_MAGIC:
-        raise ValueError(f"{path} is not a W&B datastore file (header {data[:7]!r})")
-    records: list[bytes] = []
-    pending = b""
-    pos = 7
-    while pos < len(data):
-        left_in_block = BLOCK - pos % BLOCK
-        if left_in_block < CHUNK_HEADER:  # padding at the end of a block
-            pos += left_in_block
-            continue
-        if pos + CHUNK_HEADER > len(data):
-            break  # truncated tail (a run that did not finish cleanly)
-        crc, length, kind = struct.unpack("<IHB", data[pos : pos + CHUNK_HEADER])
-        if kind == 0 and length == 0:  # zero fill after the last record of a block
-            pos += left_in_block
-            continue
-        payload = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
-        if len(payload) < length:
-            break
-        if zlib.crc32(bytes([kind]) + payload) != crc:
-            raise ValueError(f"CRC mismatch at byte {pos} of {path}")
-        pos += CHUNK_HEADER + length
-        if kind == FULL:
-            records.append(payload)
-        elif kind == FIRST:
-            pending = payload
-        elif kind == MIDDLE:
-            pending += payload
-        elif kind == LAST:
-            records.append(pending + payload)
-            pending = b""
-        else:
-            raise ValueError(f"unknown chunk type {kind} at byte {pos} of {path}")
-    return records
-
-
-def _put(target: dict[str, Any], item: Any) -> None:
-    """Store one proto item; `nested_key` (how W&B stores dict values) becomes nested dicts."""
-    value = json.loads(item.value_json)
-    if not item.nested_key:
-        target[item.key] = value
-        return
-    *parents, last = item.nested_key
-    for part in parents:
-        target = target.setdefault(part, {})
-    target[last] = value
-
-
-def _drop(target: dict[str, Any], item: Any) -> None:
-    *parents, last = list(item.nested_key) or [item.key]
-    for part in parents:
-        target = target.get(part, {})
-    target.pop(last, None)
+# The `wandb` console script of the running interpreter's environment.
+WANDB_CLI = str(Path(sys.executable).with_name("wandb"))
 
 
 def find_run_file(run_dir: Path) -> Path:
@@ -92,66 +28,51 @@ def find_run_file(run_dir: Path) -> Path:
     return files[0]
 
 
-def read_records(run_dir: Path, timeout: float = 15.0) -> list[Any]:
-    """Parsed `Record`s of a finished run, waiting up to `timeout` s for the exit record.
-
-    `run.finish()` returns before wandb-core has flushed the file (its writer buffers and
-    closes the stream in the background), so a read right after finish can see a partial
-    file. Process exit does wait, so this only matters for readers in the same process.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb  # lazy: only the tests need protobuf
-
-    path = find_run_file(run_dir)
-    deadline = time.monotonic() + timeout
-    while True:
-        records = []
-        try:
-            for raw in iter_record_bytes(path):
-                record = pb.Record()
-                record.ParseFromString(raw)
-                records.append(record)
-        except ValueError:  # a chunk caught mid-write; corrupt if it persists
-            if time.monotonic() > deadline:
-                raise
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            return records
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} has no exit record after {timeout} s (run not finished?)")
-        time.sleep(0.05)
+def _inspect(path: Path, *flags: str) -> str:
+    proc = subprocess.run(
+        [WANDB_CLI, "leet", "inspect", "--json", *flags, str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"wandb leet inspect {path} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def read_offline_run(run_dir: Path, timeout: float = 15.0) -> dict[str, Any]:
-    """Return {"config", "history", "summary"} of the finished offline run in `run_dir`.
+    """{"config", "history", "summary", "exit_code", "job_type", "metrics", "artifacts"} of the
+    finished offline run in `run_dir` (its `offline-run-*` folder or a folder holding one).
 
-    `run_dir` is either the `offline-run-*` folder itself or a folder holding exactly one
-    such run somewhere below it (e.g. the `dir=` that was passed to wandb.init).
+    `run.finish()` returns before wandb-core has flushed the file (it closes the stream in
+    the background), so a reader in the same process waits up to `timeout` s for the exit
+    record; process exit does wait, so runs written by subprocesses are complete.
     """
-    config: dict[str, Any] = {}
-    history: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    for record in read_records(run_dir, timeout):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            for item in record.run.config.update:
-                _put(config, item)
-        elif kind == "config":
-            for item in record.config.update:
-                _put(config, item)
-            for item in record.config.remove:
-                _drop(config, item)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _put(row, item)
-            history.append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _put(summary, item)
-            for item in record.summary.remove:
-                _drop(summary, item)
-    # W&B wraps each config value as {"value": v} (plus internal "_wandb"); unwrap for tests.
-    config = {
-        k: v["value"] if isinstance(v, dict) and set(v) == {"value"} else v
-        for k, v in config.items()
+    path = find_run_file(run_dir)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = [json.loads(line) for line in _inspect(path).splitlines() if line.strip()]
+        except (RuntimeError, json.JSONDecodeError):  # caught mid-write; an error if it stays
+            if time.monotonic() > deadline:
+                raise
+            records = []
+        if any(r["type"] == "exit" for r in records):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} has no exit record after {timeout} s (run not finished?)")
+        time.sleep(0.1)
+    state = json.loads(_inspect(path, "--summary"))
+    of_type = lambda kind: [r[kind] for r in records if r["type"] == kind]  # noqa: E731
+    artifacts = []
+    for artifact in of_type("artifact"):
+        files = {entry["path"]: entry for entry in artifact["manifest"].get("contents", [])}
+        metadata = json.loads(artifact.get("metadata") or "{}")
+        artifacts.append({**artifact, "files": files, "metadata": metadata})
+    return {
+        "config": state["config"],
+        "summary": state["summary"],
+        "exit_code": state["exit_code"],
+        "history": [r["item"] for r in of_type("history")],
+        "job_type": next((r.get("job_type") for r in of_type("run")), None),
+        "metrics": of_type("metric"),
+        "artifacts": artifacts,
     }
-    return {"config": config, "history": history, "summary": summary}

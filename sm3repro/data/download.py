@@ -1,10 +1,13 @@
 """Fetch UD English-EWT r2.16 (the study's data, ``make data``) and verify its checksums.
 
 The three ``.conllu`` files come from a local mirror folder when one is given (``--mirror``
-or, for the CLI, the ``DATA_MIRROR`` environment variable), otherwise from GitHub. Every
-file is written through a temporary file in the destination folder and renamed into place
+or, for the CLI, the ``DATA_MIRROR`` environment variable), otherwise from GitHub. pooch
+writes every file through a temporary file in the destination folder and moves it into place
 only once its SHA-256 matches the pinned sum, so the destination never holds a partial or
-wrong file under its final name.
+wrong file under its final name. What pooch lacks is kept here: the mirror folder (a pooch
+downloader that copies), a fast failure without network (a bounded connect before the
+transfer, since requests' timeout does not bound the DNS lookup) and an error that says how
+to provide the files offline.
 
     python -m sm3repro.data.download --dest data/ud-english-ewt [--mirror DIR] [--timeout S]
 """
@@ -12,20 +15,21 @@ wrong file under its final name.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
-import io
 import logging
 import os
+import shutil
 import socket
 import sys
-import tempfile
 import threading
-import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+
+import pooch
+import requests
+
+from sm3repro.records import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -63,66 +67,43 @@ HOW_TO_PROVIDE = (
     "or copy those three files into {dest}."
 )
 
-_CHUNK = 1 << 20
 # How long to wait for the server to answer at all before giving up (seconds; capped by the
 # caller's timeout). Kept short so a machine without network fails in seconds, not minutes.
 CONNECT_TIMEOUT = 5.0
+RETRIES = 2  # a transfer that fails after the server answered is tried again (pooch waits 1 s, 2 s)
 
 
 class DownloadError(RuntimeError):
     """The data could not be fetched or failed verification; the message says what to do."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _registry(dest: Path, base_url: str, retries: int) -> pooch.Pooch:
+    """pooch fetches into a temporary file beside the target, checks the pinned SHA-256 and
+    only then moves it into place, so ``dest`` never holds a partial or wrong file."""
+    return pooch.create(
+        path=dest,
+        base_url=base_url.rstrip("/") + "/",
+        registry={name: f"sha256:{digest}" for name, digest in EWT_SHA256.items()},
+        retry_if_failed=retries,
+    )
 
 
-def _write_verified(
-    dest: Path, name: str, source: BinaryIO, expected: str | None, origin: str
-) -> None:
-    """Stream ``source`` into ``dest/name`` via a temporary file, checking the SHA-256 first."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if expected is not None and actual != expected:
-            raise DownloadError(
-                f"checksum mismatch for {name} from {origin}:\n"
-                f"    expected sha256 {expected}\n"
-                f"    got      sha256 {actual}\n"
-                f"{dest / name} was not written."
-            )
-        tmp.chmod(0o644)  # mkstemp makes the file private; data files are shareable
-        os.replace(tmp, dest / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _copy_from(mirror: Path) -> Callable[[str, str, pooch.Pooch], None]:
+    """A pooch downloader that copies the file of the same name from a local folder."""
 
+    def copy(url: str, output_file: str, _pup: pooch.Pooch) -> None:
+        source = mirror / url.rsplit("/", 1)[-1]
+        if not source.is_file():
+            raise DownloadError(f"the mirror folder {mirror} has no {source.name}")
+        shutil.copyfile(source, output_file)
 
-def _copy_from_mirror(mirror: Path, dest: Path, name: str, expected: str | None) -> None:
-    source = mirror / name
-    if not source.is_file():
-        raise DownloadError(f"the mirror folder {mirror} has no {name}")
-    with open(source, "rb") as fh:
-        _write_verified(dest, name, fh, expected, origin=str(source))
+    return copy
 
 
 def _check_reachable(url: str, timeout: float) -> None:
     """Raise OSError unless a TCP connection to ``url``'s server opens within ``timeout`` s.
 
-    urlopen's timeout does not cover the DNS lookup, which can stall for many seconds on a
+    requests' timeout does not cover the DNS lookup, which can stall for many seconds on a
     machine without network, so the lookup and connect run in a daemon thread we stop
     waiting for. Skipped behind a proxy, where only the proxy must be reachable.
     """
@@ -148,22 +129,34 @@ def _check_reachable(url: str, timeout: float) -> None:
         raise outcome[0]
 
 
-def _download(url: str, dest: Path, name: str, expected: str, timeout: float) -> None:
+def _fetch(files: pooch.Pooch, name: str, mirror: Path | None, timeout: float) -> None:
+    """One verified file into place, from the mirror or the network; errors say what to do."""
+    dest, url, expected = Path(files.abspath), files.get_url(name), EWT_SHA256[name]
+    origin = str(mirror / name) if mirror is not None else url
     try:
-        _check_reachable(url, min(timeout, CONNECT_TIMEOUT))
-        # From here the timeout bounds each socket operation, so a stalled transfer ends too.
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            _write_verified(dest, name, response, expected, origin=url)
-    except DownloadError:
-        raise
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        if isinstance(err, urllib.error.HTTPError):
-            reason = f"HTTP {err.code} {err.reason}"
+        if mirror is not None:
+            files.fetch(name, downloader=_copy_from(mirror))
         else:
-            reason = getattr(err, "reason", err)
+            _check_reachable(url, min(timeout, CONNECT_TIMEOUT))
+            # From here the timeout bounds each socket operation, so a stalled transfer ends too.
+            files.fetch(name, downloader=pooch.HTTPDownloader(timeout=timeout, progressbar=False))
+    except ValueError as err:  # pooch: the SHA-256 does not match the pin
+        actual = sha256_file(origin) if mirror is not None else str(err)
+        raise DownloadError(
+            f"checksum mismatch for {name} from {origin}:\n"
+            f"    expected sha256 {expected}\n"
+            f"    got      sha256 {actual}\n"
+            f"{dest / name} was not written."
+        ) from None
+    except (requests.RequestException, OSError) as err:
+        if isinstance(err, requests.HTTPError) and err.response is not None:
+            reason = f"HTTP {err.response.status_code} {err.response.reason}"
+        else:
+            reason = err
         raise DownloadError(
             f"could not download {name} from {url}: {reason}\n" + HOW_TO_PROVIDE.format(dest=dest)
         ) from None
+    (dest / name).chmod(0o644)  # pooch's temporary file is private; data files are shareable
 
 
 def fetch_ewt(
@@ -187,6 +180,10 @@ def fetch_ewt(
     if mirror is not None and not mirror.is_dir():
         raise DownloadError(f"the mirror folder {mirror} does not exist")
     dest.mkdir(parents=True, exist_ok=True)
+    if mirror is not None:  # a local copy: retrying a copy that failed would fail the same way
+        files = _registry(dest, mirror.resolve().as_uri(), retries=0)
+    else:
+        files = _registry(dest, base_url, retries=RETRIES)
 
     paths = []
     for name in EWT_FILES.values():
@@ -197,22 +194,16 @@ def fetch_ewt(
             if actual == expected:
                 log.info("%s: already present, checksum OK", name)
                 continue
-            # Left in place until a verified copy replaces it (os.replace is atomic).
+            # Left in place until a verified copy replaces it (a rename, atomic).
             log.warning("%s: present but sha256 %s != %s, fetching again", name, actual, expected)
-        if mirror is not None:
-            _copy_from_mirror(mirror, dest, name, expected)
-            log.info("%s: copied from %s, checksum OK", name, mirror)
-        else:
-            url = base_url.rstrip("/") + "/" + name
-            _download(url, dest, name, expected, timeout)
-            log.info("%s: downloaded from %s, checksum OK", name, url)
+        _fetch(files, name, mirror, timeout)
+        log.info("%s: from %s, checksum OK", name, files.get_url(name))
 
     # The license travels with the data: the mirror's LICENSE.txt, or else a short note.
     if mirror is not None and (mirror / LICENSE_FILE).is_file():
-        _copy_from_mirror(mirror, dest, LICENSE_FILE, expected=None)
+        atomic_write_bytes(dest / LICENSE_FILE, (mirror / LICENSE_FILE).read_bytes())
     elif not (dest / LICENSE_FILE).is_file():
-        note = io.BytesIO(ATTRIBUTION.encode())
-        _write_verified(dest, ATTRIBUTION_FILE, note, None, origin="built-in")
+        atomic_write_bytes(dest / ATTRIBUTION_FILE, ATTRIBUTION.encode())
     return paths
 
 
