@@ -16,20 +16,17 @@ from sm3repro.report.experiment import config_dir
 
 
 def _make_tracker(out_dir: Path, experiment: str | None) -> Any:
-    """A W&B tracker via sm3repro.tracking, if that module is there (imported lazily)."""
-    try:
-        from omegaconf import OmegaConf
+    """A W&B run of job type "report" (imported lazily: W&B is slow to import)."""
+    from omegaconf import OmegaConf
 
-        from sm3repro.tracking import make_tracker
-    except ImportError as err:
-        sys.exit(
-            f"--wandb needs sm3repro.tracking, which could not be imported ({err}). Rerun without --wandb."
-        )
+    from sm3repro.tracking import make_tracker
+
     logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return make_tracker(
         logger_cfg, run_name=f"report-{stamp}", run_id=f"report-{stamp}", config={"results": str(out_dir), "experiment": experiment},
         group=experiment or "report", tags=["report"], directory=str(logger_cfg.get("dir", ".")),
+        job_type="report",
     )  # fmt: skip
 
 
