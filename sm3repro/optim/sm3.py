@@ -1,9 +1,10 @@
 """SM3 (Anil, Gupta, Koren & Singer, 2019): Adagrad-like adaptivity with sublinear memory.
 
 Layout follows ``torch/optim/adagrad.py``: the :class:`SM3` class gathers parameters, gradients
-and state, and :func:`sm3` is the functional core that does the arithmetic in place.
-:func:`sm3_preconditioner` is a small, straightforward (out-of-place) reference for the
-preconditioner ``nu_t`` of one step; tests use it to check the fast path and Proposition 2.
+and state, and :func:`sm3` is the functional core that does the arithmetic in place. A step runs
+in one of two implementations: the fused C++ kernel of :mod:`sm3repro.optim.sm3_fused` (one pass
+over each parameter, no full-size scratch) where it builds, else the eager torch ops below.
+:mod:`sm3repro.optim.sm3_reference` holds a plain, readable whole step that tests hold both to.
 """
 
 from __future__ import annotations
@@ -17,10 +18,20 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sm3repro.optim import sm3_fused
+from sm3repro.optim.sm3_reference import cover_of as _cover_kind
+from sm3repro.optim.sm3_reference import sm3_preconditioner
+
 __all__ = ["SM3", "sm3", "sm3_preconditioner"]
 
 VARIANTS = ("i", "ii")
 COVERS = ("dims", "rows", "singleton")
+KERNELS = ("auto", "fused", "eager")
+
+# Parameters larger than this many bytes are stepped eagerly in blocks of _BLOCK_BYTES (the
+# shared scratch would otherwise grow to the largest parameter, as large as Adagrad's state).
+_WHOLE_MAX_BYTES = 4 << 20
+_BLOCK_BYTES = 1 << 20
 
 # Non-negative IEEE floats order exactly like their bit patterns read as signed integers, and
 # integer max-reductions are several times faster than float ones on CPU (no NaN bookkeeping).
@@ -44,24 +55,7 @@ def _bits(t: Tensor) -> Tensor:
     return t if int_dtype is None else t.view(int_dtype)
 
 
-def _cover_kind(shape: torch.Size, accumulators: Sequence[Tensor]) -> str:
-    """Which cover a list of accumulators represents, from their shapes alone (unambiguous)."""
-    if len(accumulators) == 1 and accumulators[0].shape == shape:
-        return "singleton"
-    if len(shape) >= 2:
-        if len(accumulators) == 1 and accumulators[0].shape == (shape[0],):
-            return "rows"
-        if len(accumulators) == len(shape) and all(
-            acc.shape == (size,) for acc, size in zip(accumulators, shape, strict=True)
-        ):
-            return "dims"
-    got = [tuple(acc.shape) for acc in accumulators]
-    raise ValueError(
-        f"SM3 accumulators of shapes {got} match no cover of a parameter {tuple(shape)}"
-    )
-
-
-def _initial_accumulators(param: Tensor, cover: str, sparse: bool) -> list[Tensor]:
+def _initial_accumulators(param: Tensor, cover: str) -> list[Tensor]:
     # Start at the smallest positive normal number instead of 0: far below the rounding unit of
     # any squared gradient that matters (so the arithmetic is unchanged), but it keeps nu > 0,
     # so a coordinate that never had a nonzero gradient gets 0 * finite = 0 and no NaN, with no
@@ -70,9 +64,7 @@ def _initial_accumulators(param: Tensor, cover: str, sparse: bool) -> list[Tenso
     options = {"dtype": param.dtype, "device": param.device}
     if cover == "singleton" or param.dim() <= 1:
         return [torch.full(param.shape, fill, **options)]
-    if cover == "rows" or sparse:
-        # Sparse gradients touch only some rows; a column accumulator would be touched by every
-        # step and need a pass over all rows, so sparse parameters keep row accumulators only.
+    if cover == "rows":
         return [torch.full((param.shape[0],), fill, **options)]
     return [torch.full((size,), fill, **options) for size in param.shape]
 
@@ -146,16 +138,14 @@ def _max_program(views: Sequence[Tensor], out: Tensor) -> list[_Op]:
     return program
 
 
-def _inverse_root(src: Tensor, out: Tensor, eps: float) -> Tensor:
-    """out = 1 / (sqrt(src) + eps); ``out`` may be ``src`` itself."""
+def _inverse_root(src: Tensor, out: Tensor | None, eps: float) -> Tensor:
+    """out = 1 / (sqrt(src) + eps); ``out`` may be ``src`` itself, or None for a new tensor."""
+    if out is None:
+        out = torch.empty_like(src)
     if eps == 0.0:
         return torch.rsqrt(src, out=out)
     torch.sqrt(src, out=out)
     return out.add_(eps).reciprocal_()
-
-
-def _max_except_into(src: Tensor, dim: int, out: Tensor) -> None:
-    _run(_max_except_program(src, dim, out, []))
 
 
 class _Plan:
@@ -292,13 +282,14 @@ class SM3(Optimizer):
     ``lr``-sized first step. (In float16 the start is 6e-5 and squared gradients below it
     underflow anyway: keep SM3's parameters in float32 or wider.)
 
-    Sparse gradients (``nn.Embedding(sparse=True)``) are supported with the row cover: duplicate
-    indices are summed, and only the rows present in the gradient are read or written, so rows
-    absent from a batch keep their accumulators (``cover="singleton"`` gives sparse Adagrad the
-    same way). Under ``cover="dims"`` a parameter whose first gradient is sparse therefore keeps
-    row accumulators (as the reference implementation does); a sparse gradient for a parameter
-    whose state already holds per-dimension accumulators is an error, as is a sparse gradient
-    with ``momentum > 0`` (the moving average would have to touch every row).
+    Row-sparse gradients (``nn.Embedding(sparse=True)``) are supported with every cover and
+    give exactly the dense step on the gradient with zero rows: duplicate indices are summed, and
+    only the rows present are read or written. That is exact because a zero row gets a zero
+    update and keeps its row accumulator, while each other accumulator (the columns, under
+    ``"dims"``) becomes the max of its old value and the touched rows' ``nu`` (SM3-II; an
+    untouched row's ``nu = min(mu_row, mu_col)`` never exceeds ``mu_col``, and some row attains
+    ``mu_col``) or grows by the touched rows' largest ``g^2`` (SM3-I). A sparse gradient with
+    ``momentum > 0`` is an error: the moving average moves every row.
 
     Args:
         params: parameters or parameter groups to optimize.
@@ -307,6 +298,9 @@ class SM3(Optimizer):
         cover: ``"dims"``, ``"rows"`` or ``"singleton"`` (see above).
         momentum: moving-average coefficient ``beta`` in ``[0, 1)``.
         eps: added to ``sqrt(nu)`` before dividing (>= 0).
+        kernel: ``"auto"`` (the fused C++ kernel where it builds, else eager torch ops, with one
+            warning), ``"fused"`` (an error where it does not build) or ``"eager"``.
+            :attr:`implementation` says which one runs.
     """
 
     def __init__(
@@ -317,12 +311,24 @@ class SM3(Optimizer):
         cover: str = "dims",
         momentum: float = 0.0,
         eps: float = 0.0,
+        kernel: str = "auto",
     ) -> None:
         defaults = {"lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps}
         _check_hyperparameters(defaults)
+        if kernel not in KERNELS:
+            raise ValueError(f"SM3: kernel must be one of {KERNELS}, got {kernel!r}")
+        self._kernel = None if kernel == "eager" else sm3_fused.kernel()
+        if kernel == "fused" and self._kernel is None:
+            raise RuntimeError("SM3: kernel='fused' but the fused CPU kernel could not be built")
         # Scratch for full-size temporaries; deliberately not part of the (serialized) state.
         self._workspace = _Workspace()
         super().__init__(params, defaults)
+
+    @property
+    def implementation(self) -> str:
+        """``"fused-cpp"`` or ``"eager"``: which code steps dense 2-D, 1-D and sparse-row
+        parameters (float32/float64 on CPU; anything else always runs eagerly)."""
+        return "fused-cpp" if self._kernel is not None else "eager"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -331,6 +337,7 @@ class SM3(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._workspace = _Workspace()
+        self._kernel = sm3_fused.kernel()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -353,9 +360,7 @@ class SM3(Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    state["accumulators"] = _initial_accumulators(
-                        param, group["cover"], param.grad.is_sparse
-                    )
+                    state["accumulators"] = _initial_accumulators(param, group["cover"])
                     if group["momentum"] > 0:
                         state["momentum_buffer"] = torch.zeros_like(
                             param, memory_format=torch.preserve_format
@@ -376,6 +381,7 @@ class SM3(Optimizer):
                 momentum=group["momentum"],
                 eps=group["eps"],
                 workspace=self._workspace,
+                kernel=self._kernel,
             )
         return loss
 
@@ -405,12 +411,14 @@ def sm3(
     momentum: float = 0.0,
     eps: float = 0.0,
     workspace: _Workspace | None = None,
+    kernel: Any | None = None,
 ) -> None:
     """Functional SM3: update ``params``, ``accumulators`` and ``momentum_buffers`` in place.
 
     See :class:`SM3` for the algorithm. ``accumulators[k]`` is parameter k's list of
     accumulators; its cover is read from their shapes. ``workspace`` (optional) keeps scratch
-    memory and precomputed views between calls.
+    memory and precomputed views between calls; ``kernel`` is :func:`sm3_fused.kernel`'s module
+    (``None``: eager torch ops only).
     """
     if variant not in VARIANTS:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
@@ -418,44 +426,209 @@ def sm3(
     for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
         if param.numel() == 0:
             continue
+        kind = _cover_kind(param.shape, accs)
         if grad.is_sparse:
-            kind = _cover_kind(param.shape, accs)
-            _sparse_step(param, grad, accs, kind, buf, lr=lr, variant=variant, eps=eps)
+            if buf is not None:
+                raise RuntimeError(
+                    "SM3: sparse gradients are not supported with momentum > 0 "
+                    "(the moving average would have to decay every row)"
+                )
+            grad = _coalesced_rows(param, grad)
+            if not _fused_step(kernel, param, grad, accs, kind, None, lr, variant, 0.0, eps):
+                _sparse_step(param, grad, accs, kind, lr=lr, variant=variant, eps=eps)
+        elif _fused_step(kernel, param, grad, accs, kind, buf, lr, variant, momentum, eps):
             continue
-        plan = workspace.plan(param, accs, variant)
-        if plan.kind == "singleton":
-            # One set per coordinate: both variants reduce to Adagrad.
-            accs[0].addcmul_(grad, grad)
-            precond = _inverse_root(accs[0], plan.scratch, eps)
-        elif variant == "ii":
-            nu = plan.scratch
-            if plan.kind == "rows":
-                torch.addcmul(plan.views[0], grad, grad, out=nu)  # mu_row + g^2 in one pass
-            else:
-                _run(plan.combine)  # nu = min over the sets containing each coordinate
-                nu.addcmul_(grad, grad)
-            _run(plan.reduce)  # mu(r) = max of nu over S_r, straight into the accumulators
-            precond = _inverse_root(nu, nu, eps)
+        elif param.dim() and param.numel() * param.element_size() > _WHOLE_MAX_BYTES:
+            _blocked_step(param, grad, accs, kind, buf, lr, variant, momentum, eps)
         else:
-            torch.mul(grad, grad, out=plan.scratch)
-            _run(plan.reduce)  # slice maxima of g^2
-            for acc, slice_max, inverse in zip(accs, plan.slice_max, plan.inverse, strict=True):
-                acc.add_(slice_max)
-                _inverse_root(acc, inverse, eps)
-            # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (with eps
-            # too): roots of the short accumulators only, then one broadcast max, no full-size
-            # square root.
-            if plan.combine:
-                _run(plan.combine)
-                precond = plan.scratch
-            else:
-                precond = plan.precond_view
-        # precond = 1 / (sqrt(nu) + eps), full-size or broadcastable against grad.
-        if buf is None:
-            param.addcmul_(grad, precond, value=-lr)
+            _eager_step(workspace, param, grad, accs, buf, lr, variant, momentum, eps)
+
+
+def _fused_step(
+    kernel: Any | None,
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    kind: str,
+    buf: Tensor | None,
+    lr: float,
+    variant: str,
+    momentum: float,
+    eps: float,
+) -> bool:
+    """Step with the fused kernel where it applies (True), else do nothing (False). ``grad`` is
+    dense or a coalesced row-sparse tensor."""
+    if kernel is None or param.dtype not in (torch.float32, torch.float64):
+        return False
+    if param.device.type != "cpu" or (kind == "dims" and param.dim() != 2):
+        return False
+    tensors = [param, *accs] + ([buf] if buf is not None else [])
+    if not all(t.is_contiguous() for t in tensors):
+        return False
+    # A (rows, cols) view: a sparse gradient's rows and the row cover need the parameter's own
+    # rows; the singleton cover is elementwise, so any view of its rows will do.
+    if kind == "rows" or grad.is_sparse:
+        cols = max(param[0].numel(), 1)
+    else:
+        cols = param.shape[-1] if param.dim() else 1
+    if grad.is_sparse:
+        rows_index, values = grad.indices()[0], grad.values()
+    else:
+        rows_index, values = None, grad
+    if not values.is_contiguous():
+        values = values.contiguous()
+    full = kind == "singleton"
+    kernel.sm3_step(
+        param.view(-1, cols),
+        values.view(-1, cols),
+        accs[0].view(-1, cols) if full else accs[0],
+        accs[1] if kind == "dims" else None,
+        buf.view(-1, cols) if buf is not None else None,
+        rows_index,
+        {"rows": 0, "dims": 1, "singleton": 2}[kind],
+        variant == "ii",
+        lr,
+        momentum,
+        eps,
+    )
+    return True
+
+
+def _eager_step(
+    workspace: _Workspace,
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    buf: Tensor | None,
+    lr: float,
+    variant: str,
+    momentum: float,
+    eps: float,
+) -> None:
+    """The eager dense step for a parameter of at most _WHOLE_MAX_BYTES."""
+    plan = workspace.plan(param, accs, variant)
+    if plan.kind == "singleton":
+        # One set per coordinate: both variants reduce to Adagrad.
+        accs[0].addcmul_(grad, grad)
+        precond = _inverse_root(accs[0], plan.scratch, eps)
+    elif variant == "ii":
+        nu = plan.scratch
+        if plan.kind == "rows":
+            torch.addcmul(plan.views[0], grad, grad, out=nu)  # mu_row + g^2 in one pass
         else:
-            buf.mul_(momentum).addcmul_(grad, precond, value=1.0 - momentum)
-            param.add_(buf, alpha=-lr)
+            _run(plan.combine)  # nu = min over the sets containing each coordinate
+            nu.addcmul_(grad, grad)
+        _run(plan.reduce)  # mu(r) = max of nu over S_r, straight into the accumulators
+        precond = _inverse_root(nu, nu, eps)
+    else:
+        torch.mul(grad, grad, out=plan.scratch)
+        _run(plan.reduce)  # slice maxima of g^2
+        for acc, slice_max, inverse in zip(accs, plan.slice_max, plan.inverse, strict=True):
+            acc.add_(slice_max)
+            _inverse_root(acc, inverse, eps)
+        # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (with eps
+        # too): roots of the short accumulators only, then one broadcast max, no full-size
+        # square root.
+        if plan.combine:
+            _run(plan.combine)
+            precond = plan.scratch
+        else:
+            precond = plan.precond_view
+    # precond = 1 / (sqrt(nu) + eps), full-size or broadcastable against grad.
+    _apply_update(param, grad, precond, buf, lr, momentum)
+
+
+def _apply_update(
+    param: Tensor, grad: Tensor, precond: Tensor, buf: Tensor | None, lr: float, momentum: float
+) -> None:
+    if buf is None:
+        param.addcmul_(grad, precond, value=-lr)
+    else:
+        buf.mul_(momentum).addcmul_(grad, precond, value=1.0 - momentum)
+        param.add_(buf, alpha=-lr)
+
+
+def _min_of(views: Sequence[Tensor]) -> Tensor:
+    out = views[0]
+    for view in views[1:]:
+        out = torch.minimum(out, view)
+    return out
+
+
+def _blocked_step(
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    kind: str,
+    buf: Tensor | None,
+    lr: float,
+    variant: str,
+    momentum: float,
+    eps: float,
+) -> None:
+    """The eager dense step for a large parameter, a block of leading-dimension slices at a
+    time, so temporaries stay near _BLOCK_BYTES whatever the parameter's size. The
+    accumulators of the other dimensions are read unchanged by every block and updated at the
+    end, from maxima gathered across blocks."""
+    slice_numel = max(param[0].numel(), 1)
+    rows = max(1, _BLOCK_BYTES // (slice_numel * param.element_size()))
+    blocks = [slice(start, start + rows) for start in range(0, param.shape[0], rows)]
+    ndim = param.dim()
+
+    def bufs(b: slice) -> Tensor | None:
+        return buf[b] if buf is not None else None
+
+    if kind == "singleton":
+        for b in blocks:
+            accs[0][b].addcmul_(grad[b], grad[b])
+            precond = _inverse_root(accs[0][b], None, eps)
+            _apply_update(param[b], grad[b], precond, bufs(b), lr, momentum)
+        return
+    others = [torch.zeros_like(a) for a in accs[1:]]  # maxima over all blocks, small
+    if variant == "ii":
+        for b in blocks:
+            views = [_broadcast_view(accs[0][b], 0, ndim)]
+            views += [_broadcast_view(a, d, ndim) for d, a in enumerate(accs[1:], start=1)]
+            nu = _min_of(views).addcmul(grad[b], grad[b])
+            for d, other in enumerate(others, start=1):
+                torch.maximum(other, _max_except(nu, d), out=other)
+            accs[0][b] = _max_except(nu, 0)
+            _apply_update(param[b], grad[b], _inverse_root(nu, nu, eps), bufs(b), lr, momentum)
+        for acc, other in zip(accs[1:], others, strict=True):
+            acc.copy_(other)
+        return
+    for b in blocks:  # SM3-I: the accumulators first, from the slice maxima of g^2
+        squares = grad[b] * grad[b]
+        for d, other in enumerate(others, start=1):
+            torch.maximum(other, _max_except(squares, d), out=other)
+        accs[0][b] += _max_except(squares, 0)
+    for acc, other in zip(accs[1:], others, strict=True):
+        acc.add_(other)
+    inverses = [_inverse_root(acc, None, eps) for acc in accs]
+    for b in blocks:
+        views = [_broadcast_view(inverses[0][b], 0, ndim)]
+        views += [_broadcast_view(a, d, ndim) for d, a in enumerate(inverses[1:], start=1)]
+        precond = views[0]
+        for view in views[1:]:
+            precond = torch.maximum(precond, view)
+        _apply_update(param[b], grad[b], precond, bufs(b), lr, momentum)
+
+
+def _max_except(x: Tensor, dim: int) -> Tensor:
+    """For each index k along ``dim``, the max of the non-negative x over x.select(dim, k)."""
+    out = torch.empty(x.shape[dim], dtype=x.dtype, device=x.device)
+    _run(_max_except_program(x.contiguous(), dim, out, []))
+    return out
+
+
+def _coalesced_rows(param: Tensor, grad: Tensor) -> Tensor:
+    grad = grad.coalesce()  # sums duplicate indices; the result must be used, not discarded
+    if grad.sparse_dim() != 1 or grad.dense_dim() != param.dim() - 1:
+        raise RuntimeError(
+            f"SM3: only row-sparse gradients (sparse_dim 1, like nn.Embedding's) are supported, "
+            f"got sparse_dim {grad.sparse_dim()} for a parameter of shape {tuple(param.shape)}"
+        )
+    return grad
 
 
 def _sparse_step(
@@ -463,75 +636,40 @@ def _sparse_step(
     grad: Tensor,
     accs: list[Tensor],
     kind: str,
-    buf: Tensor | None,
     *,
     lr: float,
     variant: str,
     eps: float,
 ) -> None:
-    if buf is not None:
-        raise RuntimeError(
-            "SM3: sparse gradients are not supported with momentum > 0 "
-            "(the moving average would have to decay every row)"
-        )
-    if kind == "dims":
-        raise RuntimeError(
-            "SM3: got a sparse gradient for a parameter whose state holds per-dimension "
-            "accumulators (its earlier gradients were dense); use cover='rows' for parameters "
-            "that receive sparse gradients"
-        )
-    grad = grad.coalesce()  # sums duplicate indices; the result must be used, not discarded
-    if grad.sparse_dim() != 1 or grad.dense_dim() != param.dim() - 1:
-        raise RuntimeError(
-            f"SM3: only row-sparse gradients (sparse_dim 1, like nn.Embedding's) are supported, "
-            f"got sparse_dim {grad.sparse_dim()} for a parameter of shape {tuple(param.shape)}"
-        )
+    """Eager step for a coalesced row-sparse gradient: touches only the rows present."""
     rows = grad.indices()[0]
     values = grad.values()  # (n, *param.shape[1:])
-    acc = accs[0]
-    mu = acc.index_select(0, rows)  # (n,) for rows, (n, ...) for singleton
     squares = values * values
+    ndim = values.dim()
+    mu = accs[0].index_select(0, rows)  # (n,) for rows and dims, (n, ...) for singleton
     if kind == "singleton":
         nu = mu.add_(squares)
-        acc.index_copy_(0, rows, nu)
-        precond = _inverse_root(nu, torch.empty_like(nu), eps)
+        accs[0].index_copy_(0, rows, nu)
+        precond = _inverse_root(nu, nu.clone(), eps)
     elif variant == "ii":
-        nu = squares.add_(_broadcast_view(mu, 0, values.dim()))
-        new_mu = torch.empty_like(mu)
-        _max_except_into(nu, 0, new_mu)
-        acc.index_copy_(0, rows, new_mu)
+        views = [_broadcast_view(mu, 0, ndim)]
+        views += [_broadcast_view(a, d, ndim) for d, a in enumerate(accs[1:], start=1)]
+        nu = _min_of(views) + squares
+        for d, acc in enumerate(accs[1:], start=1):
+            torch.maximum(acc, _max_except(nu, d), out=acc)  # max(old, touched rows' nu)
+        accs[0].index_copy_(0, rows, _max_except(nu, 0))
         precond = _inverse_root(nu, nu, eps)
     else:
-        slice_max = torch.empty_like(mu)
-        _max_except_into(squares, 0, slice_max)
-        mu.add_(slice_max)
-        acc.index_copy_(0, rows, mu)
-        precond = _broadcast_view(_inverse_root(mu, slice_max, eps), 0, values.dim())
+        for d, acc in enumerate(accs[1:], start=1):
+            acc.add_(_max_except(squares, d))  # untouched rows add max(0) = nothing
+        mu.add_(_max_except(squares, 0))
+        accs[0].index_copy_(0, rows, mu)
+        views = [_broadcast_view(_inverse_root(mu, None, eps), 0, ndim)]
+        views += [
+            _broadcast_view(_inverse_root(a, None, eps), d, ndim)
+            for d, a in enumerate(accs[1:], start=1)
+        ]
+        precond = views[0]
+        for view in views[1:]:
+            precond = torch.maximum(precond, view)
     param.index_add_(0, rows, values * precond, alpha=-lr)
-
-
-def sm3_preconditioner(accumulators: Sequence[Tensor], grad: Tensor, variant: str) -> Tensor:
-    """Reference ``nu_t`` for one dense step, computed directly from the definitions.
-
-    ``accumulators`` is a parameter's state *before* the step (not modified); the cover is read
-    from their shapes. Returns a tensor shaped like ``grad`` with SM3-I's
-    ``nu_t(i) = min_{r: i in S_r} (mu_{t-1}(r) + max_{j in S_r} g_t(j)^2)`` or SM3-II's
-    ``nu_t(i) = min_{r: i in S_r} mu_{t-1}(r) + g_t(i)^2``.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
-    kind = _cover_kind(grad.shape, accumulators)
-    squares = grad * grad
-    if kind == "singleton":
-        return accumulators[0] + squares
-    ndim = grad.dim()
-    views = []
-    for dim, acc in enumerate(accumulators):
-        if variant == "i":
-            others = [d for d in range(ndim) if d != dim]
-            acc = acc + (squares.amax(dim=others) if others else squares)
-        views.append(_broadcast_view(acc, dim, ndim))
-    nu = views[0].expand(grad.shape)
-    for view in views[1:]:
-        nu = torch.minimum(nu, view)
-    return nu + squares if variant == "ii" else nu.clone()
