@@ -9,6 +9,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -57,16 +58,33 @@ void sm3_ii_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_i
     T* local = col ? partial.data() + at::get_thread_num() * cols : nullptr;
     for (int64_t k = begin; k < end; ++k) {
       const int64_t r = rows_index ? rows_index[k] : k;
-      const T* gr = g + k * cols;
-      T* pr = p + r * cols;
-      T* br = buf ? buf + r * cols : nullptr;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
       const T mu = row[r];
       T row_max = T(0);
-      for (int64_t c = 0; c < cols; ++c) {
-        const T nu = (col ? std::min(mu, col[c]) : mu) + gr[c] * gr[c];
-        row_max = std::max(row_max, nu);
-        if (local) local[c] = std::max(local[c], nu);
-        apply(pr + c, br ? br + c : nullptr, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
+      if (buf) {
+        T* __restrict__ br = buf + r * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = (col ? std::min(mu, col[c]) : mu) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          if (local) local[c] = std::max(local[c], nu);
+          apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
+        }
+      } else if (col) {
+        const T* __restrict__ cc = col;
+        T* __restrict__ lc = local;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          lc[c] = std::max(lc[c], nu);
+          pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+        }
+      } else {
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = mu + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+        }
       }
       row[r] = row_max;
     }
@@ -76,42 +94,60 @@ void sm3_ii_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_i
 
 // SM3-I: row[r] += max_c g^2, col[c] += max_r g^2 (first pass), then
 // precond = 1 / (sqrt(min(row, col)) + eps) = max of the rows' and columns' inverse roots.
+// Both passes run in one parallel region (a barrier between them, not a second thread
+// wake-up), each thread on the same rows in both.
 template <typename T>
 void sm3_i_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
                 int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
-  const int64_t threads = at::get_num_threads();
-  std::vector<T> partial(col ? threads * cols : 0, T(0));
-  at::parallel_for(0, n_rows, grain_rows(cols), [&](int64_t begin, int64_t end) {
-    T* local = col ? partial.data() + at::get_thread_num() * cols : nullptr;
+  const int64_t wanted = std::min<int64_t>(
+      at::get_num_threads(), std::max<int64_t>(1, n_rows / grain_rows(cols)));
+  std::vector<T> partial(col ? wanted * cols : 0, T(0));
+  std::vector<T> col_inverse(col ? cols : 0);
+#pragma omp parallel num_threads(wanted) if (wanted > 1)
+  {
+    const int64_t threads = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t begin = n_rows * tid / threads, end = n_rows * (tid + 1) / threads;
+    T* local = col ? partial.data() + tid * cols : nullptr;
     for (int64_t k = begin; k < end; ++k) {
-      const T* gr = g + k * cols;
+      const T* __restrict__ gr = g + k * cols;
       T row_max = T(0);
-      for (int64_t c = 0; c < cols; ++c) {
-        const T sq = gr[c] * gr[c];
-        row_max = std::max(row_max, sq);
-        if (local) local[c] = std::max(local[c], sq);
+      if (local) {
+        T* __restrict__ lc = local;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T sq = gr[c] * gr[c];
+          row_max = std::max(row_max, sq);
+          lc[c] = std::max(lc[c], sq);
+        }
+      } else {
+        for (int64_t c = 0; c < cols; ++c) row_max = std::max(row_max, gr[c] * gr[c]);
       }
       row[rows_index ? rows_index[k] : k] += row_max;
     }
-  });
-  std::vector<T> col_inverse(col ? cols : 0);
-  if (col) {
-    combine_columns(partial, threads, cols, col, /*accumulate=*/true);
-    for (int64_t c = 0; c < cols; ++c) col_inverse[c] = T(1) / (std::sqrt(col[c]) + eps);
-  }
-  at::parallel_for(0, n_rows, grain_rows(cols), [&](int64_t begin, int64_t end) {
+#pragma omp barrier
+#pragma omp single
+    if (col) {
+      combine_columns(partial, threads, cols, col, /*accumulate=*/true);
+      for (int64_t c = 0; c < cols; ++c) col_inverse[c] = T(1) / (std::sqrt(col[c]) + eps);
+    }  // implicit barrier: every thread sees the new column accumulators
     for (int64_t k = begin; k < end; ++k) {
       const int64_t r = rows_index ? rows_index[k] : k;
-      const T* gr = g + k * cols;
-      T* pr = p + r * cols;
-      T* br = buf ? buf + r * cols : nullptr;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
+      const T* __restrict__ ci = col_inverse.data();
       const T row_inverse = T(1) / (std::sqrt(row[r]) + eps);
-      for (int64_t c = 0; c < cols; ++c) {
-        const T precond = col ? std::max(row_inverse, col_inverse[c]) : row_inverse;
-        apply(pr + c, br ? br + c : nullptr, gr[c], precond, lr, beta);
+      if (buf) {
+        T* __restrict__ br = buf + r * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T precond = col ? std::max(row_inverse, ci[c]) : row_inverse;
+          apply(pr + c, br + c, gr[c], precond, lr, beta);
+        }
+      } else if (col) {
+        for (int64_t c = 0; c < cols; ++c) pr[c] -= lr * (gr[c] * std::max(row_inverse, ci[c]));
+      } else {
+        for (int64_t c = 0; c < cols; ++c) pr[c] -= lr * (gr[c] * row_inverse);
       }
     }
-  });
+  }
 }
 
 // Singleton cover (both variants are Adagrad): acc += g^2; precond = 1 / (sqrt(acc) + eps).
@@ -121,13 +157,17 @@ void adagrad_rows(T* p, const T* g, T* acc, T* buf, const int64_t* rows_index, i
   at::parallel_for(0, n_rows, grain_rows(cols), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const int64_t r = rows_index ? rows_index[k] : k;
-      const T* gr = g + k * cols;
-      T* pr = p + r * cols;
-      T* ar = acc + r * cols;
-      T* br = buf ? buf + r * cols : nullptr;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
+      T* __restrict__ ar = acc + r * cols;
+      T* __restrict__ br = buf ? buf + r * cols : nullptr;
       for (int64_t c = 0; c < cols; ++c) {
         ar[c] += gr[c] * gr[c];
-        apply(pr + c, br ? br + c : nullptr, gr[c], T(1) / (std::sqrt(ar[c]) + eps), lr, beta);
+        if (br) {
+          apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(ar[c]) + eps), lr, beta);
+        } else {
+          pr[c] -= lr * (gr[c] / (std::sqrt(ar[c]) + eps));
+        }
       }
     }
   });
