@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sm3repro.optim import OPTIMIZERS, SM3, build_optimizer, optimizer_state_bytes
+from sm3repro.optim.registry import sparse_rows_config
 
 
 def small_model() -> nn.Module:
@@ -38,7 +39,8 @@ def test_every_name_builds_and_steps(name: str, impl: str) -> None:
     if name.startswith("sm3"):
         assert isinstance(optimizer, SM3)
         assert optimizer.defaults["variant"] == name.removeprefix("sm3_")
-        assert label == f"sm3repro.SM3(variant={name.removeprefix('sm3_')}, cover=dims)"
+        variant = name.removeprefix("sm3_")
+        assert label == f"sm3repro.SM3(variant={variant}, cover=dims, kernel=fused-cpp)"
     else:
         assert type(optimizer) is OPTIMIZERS[name]
         cls = OPTIMIZERS[name].__name__
@@ -75,7 +77,7 @@ def test_hydra_style_config_is_accepted() -> None:
         1e-8,
         "singleton",
     )
-    assert label == "sm3repro.SM3(variant=ii, cover=singleton)"
+    assert label == "sm3repro.SM3(variant=ii, cover=singleton, kernel=fused-cpp)"
 
 
 def test_options_reach_torch_optimizers() -> None:
@@ -111,7 +113,7 @@ def test_fastest_falls_back_when_fused_cannot_run() -> None:
         ({"name": "adam", "cover": "dims"}, "optimizer.cover"),
         ({"name": "sgd", "eps": 1e-8}, "optimizer.eps"),
         ({"name": "sm3_ii", "weight_decay": 1e-8}, "optimizer.weight_decay"),
-        ({"name": "sm3_ii", "impl": "fused"}, "optimizer.impl"),
+        ({"name": "sm3_ii", "impl": "foreach"}, "optimizer.impl"),
         ({"name": "adam", "impl": "turbo"}, "optimizer.impl"),
         ({"name": "sm3_ii", "cover": "columns"}, "optimizer.cover"),
         ({"name": "adam", "betas": [0.9]}, "optimizer.betas"),
@@ -165,3 +167,33 @@ def test_state_bytes_of_torch_optimizers() -> None:
     one_step(model, sm3)
     # Embedding 10x4 -> 10+4, Linear weight 3x8 -> 3+8, bias 3 -> 3 (per coordinate).
     assert optimizer_state_bytes(sm3) == (10 + 4 + 3 + 8 + 3) * 4
+
+
+@pytest.mark.parametrize(
+    ("cfg", "sparse", "impl"),
+    [
+        ({"name": "sgd", "momentum": 0.0, "impl": "fastest"}, True, "default"),
+        ({"name": "adagrad", "impl": "fastest"}, True, "default"),
+        ({"name": "sm3_ii", "momentum": 0.0, "impl": "fastest"}, True, "fastest"),
+        ({"name": "sm3_i", "cover": "dims"}, True, None),
+        ({"name": "adam", "impl": "fastest"}, False, "fastest"),
+        ({"name": "sgd", "momentum": 0.9}, False, None),
+        ({"name": "sm3_ii", "momentum": 0.5}, False, None),
+        ({"name": "adagrad", "weight_decay": 1e-4}, False, None),
+    ],
+)
+def test_sparse_rows_only_where_exact(cfg: dict, sparse: bool, impl: str | None) -> None:
+    built, sparse_words, note = sparse_rows_config(cfg, requested=True)
+    assert sparse_words == sparse
+    assert built.get("impl") == impl
+    assert ("sparse rows" if sparse else "dense gradients") in note
+    assert sparse_rows_config(cfg, requested=False) == (cfg, False, "")
+    model = nn.Embedding(10, 3, sparse=sparse_words)
+    optimizer, _ = build_optimizer(model.parameters(), built)
+    model(torch.tensor([1, 4, 4])).sum().backward()
+    optimizer.step()  # fused torch kernels would reject a sparse gradient here
+
+
+def test_sparse_rows_reject_an_explicit_fused_request() -> None:
+    with pytest.raises(ValueError, match="single-tensor path"):
+        sparse_rows_config({"name": "adagrad", "impl": "fused"}, requested=True)

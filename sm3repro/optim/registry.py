@@ -18,7 +18,13 @@ from torch.optim import Optimizer
 
 from sm3repro.optim.sm3 import COVERS, SM3
 
-__all__ = ["IMPLS", "OPTIMIZERS", "build_optimizer", "optimizer_state_bytes"]
+__all__ = [
+    "IMPLS",
+    "OPTIMIZERS",
+    "build_optimizer",
+    "optimizer_state_bytes",
+    "sparse_rows_config",
+]
 
 OPTIMIZERS: Mapping[str, type[Optimizer]] = MappingProxyType(
     {
@@ -117,18 +123,57 @@ def build_optimizer(
 
     params = list(params)  # may be a generator, and a failed fused attempt must not consume it
     if name.startswith("sm3_"):
-        if impl not in ("fastest", "default", "forloop"):
+        # fastest/default: the fused kernel where it builds; forloop: the eager torch ops.
+        kernels = {"fastest": "auto", "default": "auto", "fused": "fused", "forloop": "eager"}
+        if impl not in kernels:
             raise ValueError(
-                f"optimizer.impl={impl} is not available for {name}; SM3 has one (for-loop) "
-                "implementation: use fastest, default or forloop"
+                f"optimizer.impl={impl} is not available for {name}: use one of {sorted(kernels)}"
             )
         variant = name.removeprefix("sm3_")
         try:
-            optimizer = SM3(params, lr=lr, variant=variant, **kwargs)
+            optimizer = SM3(params, lr=lr, variant=variant, kernel=kernels[impl], **kwargs)
         except ValueError as error:
             raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
-        return optimizer, f"sm3repro.SM3(variant={variant}, cover={optimizer.defaults['cover']})"
+        except RuntimeError as error:  # kernel=fused where it cannot be built
+            raise ValueError(f"optimizer.impl=fused: {error}") from error
+        return optimizer, (
+            f"sm3repro.SM3(variant={variant}, cover={optimizer.defaults['cover']}, "
+            f"kernel={optimizer.implementation})"
+        )
     return _build_torch(OPTIMIZERS[name], params, lr, impl, kwargs)
+
+
+def sparse_rows_config(cfg: Mapping[str, Any], requested: bool) -> tuple[dict[str, Any], bool, str]:
+    """For the training switch ``sparse_rows``: ``(optimizer config to build, whether the word
+    embedding may produce row-sparse gradients, a note for the run's optimizer_impl)``.
+
+    Sparse rows are used only where they give exactly the dense result: SGD without momentum or
+    weight decay, Adagrad without weight decay, and SM3 without momentum (every cover). Adam's
+    moments and any momentum or weight decay move every row, so those stay dense. torch's SGD
+    and Adagrad accept sparse gradients only on their single-tensor path, so ``impl`` becomes
+    ``default`` for them (an explicit fused/foreach request is an error).
+    """
+    options = _as_dict(cfg)
+    if not requested:
+        return options, False, ""
+    name = options.get("name")
+    moving = [k for k in ("momentum", "weight_decay") if options.get(k) not in (None, 0, 0.0)]
+    why = None
+    if name not in ("sgd", "adagrad", "sm3_i", "sm3_ii"):
+        why = f"not exact for {name}: its state moves every row"
+    elif moving:
+        why = f"not exact with {' and '.join(moving)} > 0: it moves every row"
+    if why is not None:
+        return options, False, f"; word embedding: dense gradients ({why})"
+    if name in ("sgd", "adagrad"):
+        impl = options.get("impl") or "fastest"
+        if impl not in ("fastest", "default", "forloop"):
+            raise ValueError(
+                f"optimizer.impl={impl}: torch's {name} takes sparse gradients only on its "
+                "single-tensor path; use fastest, default or forloop with sparse_rows"
+            )
+        options["impl"] = "forloop" if impl == "forloop" else "default"
+    return options, True, "; word embedding: sparse rows"
 
 
 def _flat_params(params: list[Any]) -> list[torch.Tensor]:
