@@ -433,10 +433,10 @@ def sm3(
                     "SM3: sparse gradients are not supported with momentum > 0 "
                     "(the moving average would have to decay every row)"
                 )
-            grad = _coalesced_rows(param, grad)
-            if not _fused_step(kernel, param, grad, accs, kind, None, lr, variant, 0.0, eps):
-                _sparse_step(param, grad, accs, kind, lr=lr, variant=variant, eps=eps)
-        elif _fused_step(kernel, param, grad, accs, kind, buf, lr, variant, momentum, eps):
+            rows, values = _summed_rows(param, grad, kernel)
+            if not _fused_step(kernel, param, values, rows, accs, kind, None, lr, variant, 0, eps):
+                _sparse_step(param, rows, values, accs, kind, lr=lr, variant=variant, eps=eps)
+        elif _fused_step(kernel, param, grad, None, accs, kind, buf, lr, variant, momentum, eps):
             continue
         elif param.dim() and param.numel() * param.element_size() > _WHOLE_MAX_BYTES:
             _blocked_step(param, grad, accs, kind, buf, lr, variant, momentum, eps)
@@ -448,6 +448,7 @@ def _fused_step(
     kernel: Any | None,
     param: Tensor,
     grad: Tensor,
+    rows_index: Tensor | None,
     accs: list[Tensor],
     kind: str,
     buf: Tensor | None,
@@ -457,7 +458,7 @@ def _fused_step(
     eps: float,
 ) -> bool:
     """Step with the fused kernel where it applies (True), else do nothing (False). ``grad`` is
-    dense or a coalesced row-sparse tensor."""
+    the dense gradient, or with ``rows_index`` the values of those (distinct) rows."""
     if kernel is None or param.dtype not in (torch.float32, torch.float64):
         return False
     if param.device.type != "cpu" or (kind == "dims" and param.dim() != 2):
@@ -467,16 +468,11 @@ def _fused_step(
         return False
     # A (rows, cols) view: a sparse gradient's rows and the row cover need the parameter's own
     # rows; the singleton cover is elementwise, so any view of its rows will do.
-    if kind == "rows" or grad.is_sparse:
+    if kind == "rows" or rows_index is not None:
         cols = max(param[0].numel(), 1)
     else:
         cols = param.shape[-1] if param.dim() else 1
-    if grad.is_sparse:
-        rows_index, values = grad.indices()[0], grad.values()
-    else:
-        rows_index, values = None, grad
-    if not values.is_contiguous():
-        values = values.contiguous()
+    values = grad.contiguous()
     full = kind == "singleton"
     kernel.sm3_step(
         param.view(-1, cols),
@@ -621,19 +617,28 @@ def _max_except(x: Tensor, dim: int) -> Tensor:
     return out
 
 
-def _coalesced_rows(param: Tensor, grad: Tensor) -> Tensor:
-    grad = grad.coalesce()  # sums duplicate indices; the result must be used, not discarded
+def _summed_rows(param: Tensor, grad: Tensor, kernel: Any | None) -> tuple[Tensor, Tensor]:
+    """(distinct row indices, their gradient rows) of a row-sparse ``grad``, duplicates summed."""
     if grad.sparse_dim() != 1 or grad.dense_dim() != param.dim() - 1:
         raise RuntimeError(
             f"SM3: only row-sparse gradients (sparse_dim 1, like nn.Embedding's) are supported, "
             f"got sparse_dim {grad.sparse_dim()} for a parameter of shape {tuple(param.shape)}"
         )
-    return grad
+    if grad.is_coalesced() or kernel is None or grad.dtype not in (torch.float32, torch.float64):
+        grad = grad.coalesce()  # the result must be used, not discarded
+        return grad.indices()[0], grad.values()
+    # torch's coalesce sorts the indices: ~10x slower than one pass with a row -> slot map.
+    values = grad._values()
+    rows, summed = kernel.sum_duplicate_rows(
+        grad._indices()[0], values.reshape(values.shape[0], -1), param.shape[0]
+    )
+    return rows, summed.view(-1, *param.shape[1:])
 
 
 def _sparse_step(
     param: Tensor,
-    grad: Tensor,
+    rows: Tensor,
+    values: Tensor,
     accs: list[Tensor],
     kind: str,
     *,
@@ -641,9 +646,8 @@ def _sparse_step(
     variant: str,
     eps: float,
 ) -> None:
-    """Eager step for a coalesced row-sparse gradient: touches only the rows present."""
-    rows = grad.indices()[0]
-    values = grad.values()  # (n, *param.shape[1:])
+    """Eager step for the gradient ``values`` (n, *param.shape[1:]) of the distinct ``rows``:
+    touches only those rows."""
     squares = values * values
     ndim = values.dim()
     mu = accs[0].index_select(0, rows)  # (n,) for rows and dims, (n, ...) for singleton

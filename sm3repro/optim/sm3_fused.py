@@ -79,7 +79,8 @@ def _build_dir(name: str) -> Path:
 
 @cache
 def kernel() -> Any | None:
-    """The compiled module (its ``sm3_step``), or ``None`` where it cannot be built."""
+    """The compiled module (``sm3_step``, ``sum_duplicate_rows``), or ``None`` where it cannot
+    be built."""
     global _build_seconds
     if os.environ.get(_ENV, "").lower() == "eager":
         return None
@@ -92,7 +93,7 @@ def kernel() -> Any | None:
         module = load_inline(
             name=name,
             cpp_sources=[_SOURCE.read_text(encoding="utf-8")],
-            functions=["sm3_step"],
+            functions=["sm3_step", "sum_duplicate_rows"],
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
             build_directory=str(_build_dir(name)),
