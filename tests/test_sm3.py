@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from sm3repro.optim import SM3, optimizer_state_bytes, sm3_fused
-from sm3repro.optim import sm3 as sm3_module
+from sm3repro.optim import SM3, optimizer_state_bytes, sm3_eager, sm3_fused
 from sm3repro.optim.sm3_reference import sm3_preconditioner, sm3_reference_step
 
 F64 = torch.float64
@@ -566,8 +565,8 @@ IMPLEMENTATIONS = ["fused", "eager", "eager-blocked"]
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """SM3's kernel argument; "eager-blocked" steps every parameter in tiny blocks."""
     if request.param == "eager-blocked":
-        monkeypatch.setattr(sm3_module, "_WHOLE_MAX_BYTES", 0)
-        monkeypatch.setattr(sm3_module, "_BLOCK_BYTES", 100)
+        monkeypatch.setattr(sm3_eager, "_WHOLE_MAX_BYTES", 0)
+        monkeypatch.setattr(sm3_eager, "_BLOCK_BYTES", 100)
         return "eager"
     return request.param
 
