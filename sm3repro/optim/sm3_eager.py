@@ -23,7 +23,7 @@ __all__ = ["Workspace", "dense_step", "sparse_step"]
 # Parameters larger than this many bytes are stepped eagerly in blocks of _BLOCK_BYTES (the
 # shared scratch would otherwise grow to the largest parameter, as large as Adagrad's state).
 _WHOLE_MAX_BYTES = 4 << 20
-_BLOCK_BYTES = 1 << 20
+_BLOCK_BYTES = 1 << 19
 
 # Non-negative IEEE floats order exactly like their bit patterns read as signed integers, and
 # integer max-reductions are several times faster than float ones on CPU (no NaN bookkeeping).
@@ -303,7 +303,9 @@ def _blocked_step(
         for b in blocks:
             views = [_broadcast_view(accs[0][b], 0, ndim)]
             views += [_broadcast_view(a, d, ndim) for d, a in enumerate(accs[1:], start=1)]
-            nu = _min_of(views).addcmul(grad[b], grad[b])
+            g = grad[b]
+            # min of 2+ views is a fresh block-sized tensor: add g^2 in place (no second block).
+            nu = _min_of(views).addcmul_(g, g) if len(views) > 1 else torch.addcmul(views[0], g, g)
             for d, other in enumerate(others, start=1):
                 torch.maximum(other, _max_except(nu, d), out=other)
             accs[0][b] = _max_except(nu, 0)
