@@ -5,9 +5,9 @@ directory keyed by a hash of the source, the compiler flags, torch's and Python'
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
 under a second. The cold build took 66 s on this two-core machine lightly loaded and 150-220 s
 under a load average of 10-12; ``python -c "from sm3repro.optim import sm3_fused;
-sm3_fused.kernel()"`` builds it ahead of a sweep. Where no compiler (or ninja) is available, or ``SM3REPRO_SM3_KERNEL=eager`` is set,
-:func:`kernel` returns ``None`` (after one warning if the build failed) and SM3 runs its eager
-torch path.
+sm3_fused.kernel()"`` builds it ahead of a sweep. Where no compiler (or ninja) is available,
+or ``SM3REPRO_SM3_KERNEL=eager`` is set, :func:`kernel` returns ``None`` (after one warning if
+the build failed) and SM3 runs its eager torch path.
 """
 
 from __future__ import annotations
