@@ -9,6 +9,7 @@ size. :mod:`sm3repro.optim.sm3_reference` is the plain version these must agree 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -262,13 +263,6 @@ def _apply_update(
         param.add_(buf, alpha=-lr)
 
 
-def _min_of(views: Sequence[Tensor]) -> Tensor:
-    out = views[0]
-    for view in views[1:]:
-        out = torch.minimum(out, view)
-    return out
-
-
 def _blocked_step(
     param: Tensor,
     grad: Tensor,
@@ -281,40 +275,51 @@ def _blocked_step(
     eps: float,
 ) -> None:
     """The eager dense step for a large parameter, a block of leading-dimension slices at a
-    time, so temporaries stay near _BLOCK_BYTES whatever the parameter's size. The
-    accumulators of the other dimensions are read unchanged by every block and updated at the
-    end, from maxima gathered across blocks."""
+    time, every full-size temporary written into one reused block buffer (about _BLOCK_BYTES
+    whatever the parameter's size). The accumulators of the other dimensions are read unchanged
+    by every block and updated at the end, from maxima gathered across blocks."""
     slice_numel = max(param[0].numel(), 1)
     rows = max(1, _BLOCK_BYTES // (slice_numel * param.element_size()))
-    blocks = [slice(start, start + rows) for start in range(0, param.shape[0], rows)]
+    blocks = [
+        slice(start, min(start + rows, param.shape[0])) for start in range(0, len(param), rows)
+    ]
+    work = torch.empty(rows * slice_numel, dtype=param.dtype, device=param.device)
     ndim = param.dim()
 
-    def bufs(b: slice) -> Tensor | None:
-        return buf[b] if buf is not None else None
+    def scratch(b: slice) -> Tensor:
+        return work[: (b.stop - b.start) * slice_numel].view((b.stop - b.start, *param.shape[1:]))
+
+    def fold(fn: Callable[..., Tensor], vectors: list[Tensor], b: slice) -> Tensor:
+        """fn (minimum or maximum) of the broadcast accumulator-shaped vectors, into scratch."""
+        views = [_broadcast_view(vectors[0][b], 0, ndim)]
+        views += [_broadcast_view(a, d, ndim) for d, a in enumerate(vectors[1:], start=1)]
+        out = scratch(b)
+        out.copy_(views[0].expand(out.shape))
+        for view in views[1:]:
+            fn(out, view, out=out)
+        return out
+
+    def update(b: slice, precond: Tensor) -> None:
+        _apply_update(param[b], grad[b], precond, buf[b] if buf is not None else None, lr, momentum)
 
     if kind == "singleton":
         for b in blocks:
             accs[0][b].addcmul_(grad[b], grad[b])
-            precond = _inverse_root(accs[0][b], None, eps)
-            _apply_update(param[b], grad[b], precond, bufs(b), lr, momentum)
+            update(b, _inverse_root(accs[0][b], scratch(b), eps))
         return
     others = [torch.zeros_like(a) for a in accs[1:]]  # maxima over all blocks, small
     if variant == "ii":
         for b in blocks:
-            views = [_broadcast_view(accs[0][b], 0, ndim)]
-            views += [_broadcast_view(a, d, ndim) for d, a in enumerate(accs[1:], start=1)]
-            g = grad[b]
-            # min of 2+ views is a fresh block-sized tensor: add g^2 in place (no second block).
-            nu = _min_of(views).addcmul_(g, g) if len(views) > 1 else torch.addcmul(views[0], g, g)
+            nu = fold(torch.minimum, accs, b).addcmul_(grad[b], grad[b])
             for d, other in enumerate(others, start=1):
                 torch.maximum(other, _max_except(nu, d), out=other)
             accs[0][b] = _max_except(nu, 0)
-            _apply_update(param[b], grad[b], _inverse_root(nu, nu, eps), bufs(b), lr, momentum)
+            update(b, _inverse_root(nu, nu, eps))
         for acc, other in zip(accs[1:], others, strict=True):
             acc.copy_(other)
         return
     for b in blocks:  # SM3-I: the accumulators first, from the slice maxima of g^2
-        squares = grad[b] * grad[b]
+        squares = torch.mul(grad[b], grad[b], out=scratch(b))
         for d, other in enumerate(others, start=1):
             torch.maximum(other, _max_except(squares, d), out=other)
         accs[0][b] += _max_except(squares, 0)
@@ -322,12 +327,7 @@ def _blocked_step(
         acc.add_(other)
     inverses = [_inverse_root(acc, None, eps) for acc in accs]
     for b in blocks:
-        views = [_broadcast_view(inverses[0][b], 0, ndim)]
-        views += [_broadcast_view(a, d, ndim) for d, a in enumerate(inverses[1:], start=1)]
-        precond = views[0]
-        for view in views[1:]:
-            precond = torch.maximum(precond, view)
-        _apply_update(param[b], grad[b], precond, bufs(b), lr, momentum)
+        update(b, fold(torch.maximum, inverses, b))
 
 
 def _max_except(x: Tensor, dim: int) -> Tensor:
@@ -360,7 +360,7 @@ def sparse_step(
     elif variant == "ii":
         views = [_broadcast_view(mu, 0, ndim)]
         views += [_broadcast_view(a, d, ndim) for d, a in enumerate(accs[1:], start=1)]
-        nu = _min_of(views) + squares
+        nu = functools.reduce(torch.minimum, views) + squares
         for d, acc in enumerate(accs[1:], start=1):
             torch.maximum(acc, _max_except(nu, d), out=acc)  # max(old, touched rows' nu)
         accs[0].index_copy_(0, rows, _max_except(nu, 0))
