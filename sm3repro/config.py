@@ -100,6 +100,9 @@ class RunConfig:
     # from these defaults (records.ADDED_LATER), so earlier records keep their ids.
     lr_schedule: str = "constant"  # per-step decay to 0 by the last step: linear or cosine
     ema_decay: float | None = None  # evaluate an exponential moving average of the weights
+    # Row-sparse word-embedding gradients where the optimizer is exact with them (off in the
+    # study's protocol; optim.registry.sparse_rows_config decides, the run's optimizer_impl says)
+    sparse_rows: bool = False
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)

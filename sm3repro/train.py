@@ -32,6 +32,7 @@ from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import EvalSet, ParserData, load_data
 from sm3repro.metrics import attachment_scores
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
+from sm3repro.optim.registry import sparse_rows_config
 from sm3repro.parser.decode import parse
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.provenance import provenance
@@ -191,16 +192,19 @@ def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) ->
     vocab = data.vocab
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    opt_cfg, sparse_words, sparse_note = sparse_rows_config(cfg.optimizer, cfg.sparse_rows)
     model = ChenManningParser(
         len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
         embed_dim=cfg.model.embed_dim, hidden=tuple(cfg.model.hidden),
         activation=cfg.model.activation, dropout=cfg.model.dropout,
         word_dropout=cfg.model.word_dropout, word_counts=vocab.word_counts,
+        sparse_word_grads=sparse_words,
     ).to(device)  # fmt: skip
     if cfg.data.embeddings:
         found = model.load_pretrained(cfg.data.embeddings, vocab.words)
         data.stats["pretrained_words"] = found
-    optimizer, optimizer_impl = build_optimizer(model.parameters(), cfg.optimizer)
+    optimizer, optimizer_impl = build_optimizer(model.parameters(), opt_cfg)
+    optimizer_impl += sparse_note
     generator = torch.Generator().manual_seed(cfg.seed)
     n_batches = math.ceil(len(data.gold) / cfg.batch_size)
     scheduler = _lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs * n_batches)

@@ -22,6 +22,7 @@ from sm3repro.optim import (
     optimizer_state_bytes,
 )
 from sm3repro.optim.catalog import IMPLS, KEYS, paper_grid, study_rows
+from sm3repro.optim.registry import sparse_rows_config
 
 
 def small_model() -> nn.Module:
@@ -72,7 +73,7 @@ def test_every_name_builds_and_steps(name: str, impl: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     if spec.cls is SM3:
         assert optimizer.defaults["variant"] == spec.fixed["variant"]
-        assert label == f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims)"
+        assert label == f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims, kernel=fused-cpp)"
         return
     # CPU float parameters: torch's fused kernel applies wherever the class has one.
     fused = impl == "fastest" and "cpu" in spec.fused_devices()
@@ -120,7 +121,7 @@ def test_hydra_style_config_is_accepted() -> None:
         1e-8,
         "singleton",
     )
-    assert label == "sm3repro.SM3(variant=ii, cover=singleton)"
+    assert label == "sm3repro.SM3(variant=ii, cover=singleton, kernel=fused-cpp)"
 
 
 def test_options_reach_torch_optimizers() -> None:
@@ -156,7 +157,7 @@ def test_fastest_falls_back_when_fused_cannot_run() -> None:
         ({"name": "adam", "cover": "dims"}, "optimizer.cover"),
         ({"name": "sgd", "eps": 1e-8}, "optimizer.eps"),
         ({"name": "sm3_ii", "weight_decay": 1e-8}, "optimizer.weight_decay"),
-        ({"name": "sm3_ii", "impl": "fused"}, "optimizer.impl"),
+        ({"name": "sm3_ii", "impl": "foreach"}, "optimizer.impl"),
         ({"name": "adam", "impl": "turbo"}, "optimizer.impl"),
         ({"name": "sm3_ii", "cover": "columns"}, "optimizer.cover"),
         ({"name": "adam", "betas": [0.9]}, "optimizer.betas"),
@@ -244,3 +245,33 @@ def test_state_bytes_of_adafactor_are_its_factored_moments() -> None:
     # Each matrix keeps a row and a column vector (Embedding 10x4, Linear 3x8), the bias a
     # full one (3), all float32, plus a float32 step counter per parameter.
     assert optimizer_state_bytes(adafactor) == ((10 + 4) + (3 + 8) + 3) * 4 + 3 * 4
+
+
+@pytest.mark.parametrize(
+    ("cfg", "sparse", "impl"),
+    [
+        ({"name": "sgd", "momentum": 0.0, "impl": "fastest"}, True, "default"),
+        ({"name": "adagrad", "impl": "fastest"}, True, "default"),
+        ({"name": "sm3_ii", "momentum": 0.0, "impl": "fastest"}, True, "fastest"),
+        ({"name": "sm3_i", "cover": "dims"}, True, None),
+        ({"name": "adam", "impl": "fastest"}, False, "fastest"),
+        ({"name": "sgd", "momentum": 0.9}, False, None),
+        ({"name": "sm3_ii", "momentum": 0.5}, False, None),
+        ({"name": "adagrad", "weight_decay": 1e-4}, False, None),
+    ],
+)
+def test_sparse_rows_only_where_exact(cfg: dict, sparse: bool, impl: str | None) -> None:
+    built, sparse_words, note = sparse_rows_config(cfg, requested=True)
+    assert sparse_words == sparse
+    assert built.get("impl") == impl
+    assert ("sparse rows" if sparse else "dense gradients") in note
+    assert sparse_rows_config(cfg, requested=False) == (cfg, False, "")
+    model = nn.Embedding(10, 3, sparse=sparse_words)
+    optimizer, _ = build_optimizer(model.parameters(), built)
+    model(torch.tensor([1, 4, 4])).sum().backward()
+    optimizer.step()  # fused torch kernels would reject a sparse gradient here
+
+
+def test_sparse_rows_reject_an_explicit_fused_request() -> None:
+    with pytest.raises(ValueError, match="single-tensor path"):
+        sparse_rows_config({"name": "adagrad", "impl": "fused"}, requested=True)

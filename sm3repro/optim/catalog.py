@@ -49,6 +49,9 @@ class OptimizerSpec:
     # The optimizer.impl values it takes; left empty, torch's: all of IMPLS, "fused" only
     # with a fused kernel.
     impls: tuple[str, ...] = ()
+    # Without momentum or weight decay, a row whose gradient is zero keeps its parameter and
+    # state exactly, so row-sparse gradients give the dense result (the sparse_rows switch).
+    sparse_rows_exact: bool = False
 
     def __post_init__(self) -> None:
         if not self.impls:
@@ -78,13 +81,16 @@ def _torch_fused_devices() -> frozenset[str]:
         return frozenset({"cpu", "cuda"})
 
 
-SM3_IMPLS = ("fastest", "default", "forloop")  # SM3 has one (for-loop) implementation
+# SM3: fastest/default = its fused C++ kernel where it builds, else eager torch ops; fused = the
+# kernel or an error; forloop = the eager ops.
+SM3_IMPLS = ("fastest", "default", "fused", "forloop")
 
 _SPECS = (
     # The study's "SM3" never names its variant; SM3-II is the one every public implementation
     # provides, so it stands in for the study's row.
     OptimizerSpec(
         name="sm3_ii",
+        sparse_rows_exact=True,
         target="sm3repro.optim.sm3.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-II",
@@ -96,6 +102,7 @@ _SPECS = (
     ),
     OptimizerSpec(
         name="sm3_i",
+        sparse_rows_exact=True,
         target="sm3repro.optim.sm3.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-I",
@@ -106,6 +113,7 @@ _SPECS = (
     ),
     OptimizerSpec(
         name="sgd",
+        sparse_rows_exact=True,
         target="torch.optim.SGD",
         keys=frozenset({"momentum", "weight_decay"}),
         label="SGD",
@@ -116,6 +124,7 @@ _SPECS = (
     ),
     OptimizerSpec(
         name="adagrad",
+        sparse_rows_exact=True,
         target="torch.optim.Adagrad",
         keys=frozenset({"eps", "weight_decay"}),
         label="Adagrad",

@@ -27,6 +27,7 @@ __all__ = [
     "build_optimizer",
     "check_optimizer_config",
     "optimizer_state_bytes",
+    "sparse_rows_config",
 ]
 
 # name -> class, for callers that only need the class (SM3 serves both variants).
@@ -89,7 +90,7 @@ def check_optimizer_config(cfg: Mapping[str, Any]) -> None:
     included, on a one-element stand-in parameter, so no model or data is needed.
     """
     options = _resolve(cfg)
-    _construct(options, [torch.nn.Parameter(torch.zeros(1))])
+    _construct(options, [torch.nn.Parameter(torch.zeros(1))], check_only=True)
 
 
 def _resolve(cfg: Mapping[str, Any]) -> _Options:
@@ -140,16 +141,62 @@ def _resolve(cfg: Mapping[str, Any]) -> _Options:
     return _Options(spec, lr, impl, kwargs)
 
 
-def _construct(options: _Options, params: list[Any]) -> tuple[Optimizer, str]:
+# SM3's impl values -> SM3(kernel=...): the fused C++ kernel where it builds, else eager ops.
+_SM3_KERNELS = {"fastest": "auto", "default": "auto", "fused": "fused", "forloop": "eager"}
+
+
+def _construct(
+    options: _Options, params: list[Any], check_only: bool = False
+) -> tuple[Optimizer, str]:
     spec, lr, impl, kwargs = options
     if not issubclass(spec.cls, SM3):
         return _build_torch(spec, params, lr, impl, kwargs)
+    # A config check needs no compiled kernel unless the config demands one.
+    kernel = "eager" if check_only and impl != "fused" else _SM3_KERNELS[impl]
     try:
-        optimizer = spec.cls(params, lr=lr, **spec.fixed, **kwargs)
+        optimizer = spec.cls(params, lr=lr, kernel=kernel, **spec.fixed, **kwargs)
     except ValueError as error:
         raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
+    except RuntimeError as error:  # impl=fused where the kernel cannot be built
+        raise ValueError(f"optimizer.impl=fused: {error}") from error
     variant, cover = optimizer.defaults["variant"], optimizer.defaults["cover"]
-    return optimizer, f"sm3repro.SM3(variant={variant}, cover={cover})"
+    return optimizer, (
+        f"sm3repro.SM3(variant={variant}, cover={cover}, kernel={optimizer.implementation})"
+    )
+
+
+def sparse_rows_config(cfg: Mapping[str, Any], requested: bool) -> tuple[dict[str, Any], bool, str]:
+    """For the training switch ``sparse_rows``: ``(optimizer config to build, whether the word
+    embedding may produce row-sparse gradients, a note for the run's optimizer_impl)``.
+
+    Sparse rows are used only where they give exactly the dense result: for the catalog's
+    ``sparse_rows_exact`` optimizers (SGD, Adagrad, SM3 with any cover) without momentum or
+    weight decay. Adam's moments and any momentum or weight decay move every row, so those stay
+    dense. torch's SGD
+    and Adagrad accept sparse gradients only on their single-tensor path, so ``impl`` becomes
+    ``default`` for them (an explicit fused/foreach request is an error).
+    """
+    options = _as_dict(cfg)
+    if not requested:
+        return options, False, ""
+    name = options.get("name")
+    moving = [k for k in ("momentum", "weight_decay") if options.get(k) not in (None, 0, 0.0)]
+    why = None
+    if name not in CATALOG or not CATALOG[name].sparse_rows_exact:
+        why = f"not exact for {name}: its state moves every row"
+    elif moving:
+        why = f"not exact with {' and '.join(moving)} > 0: it moves every row"
+    if why is not None:
+        return options, False, f"; word embedding: dense gradients ({why})"
+    if not issubclass(CATALOG[name].cls, SM3):
+        impl = options.get("impl") or "fastest"
+        if impl not in ("fastest", "default", "forloop"):
+            raise ValueError(
+                f"optimizer.impl={impl}: torch's {name} takes sparse gradients only on its "
+                "single-tensor path; use fastest, default or forloop with sparse_rows"
+            )
+        options["impl"] = "forloop" if impl == "forloop" else "default"
+    return options, True, "; word embedding: sparse rows"
 
 
 def _flat_params(params: list[Any]) -> list[torch.Tensor]:

@@ -1,16 +1,18 @@
 """SM3 (Anil, Gupta, Koren & Singer, 2019): Adagrad-like adaptivity with sublinear memory.
 
 Layout follows ``torch/optim/adagrad.py``: the :class:`SM3` class gathers parameters, gradients
-and state, and :func:`sm3` is the functional core that does the arithmetic in place.
-:func:`sm3_preconditioner` is a small, straightforward (out-of-place) reference for the
-preconditioner ``nu_t`` of one step; tests use it to check the fast path and Proposition 2.
+and state, and :func:`sm3` is the functional core that does the arithmetic in place. A step runs
+in one of two implementations: the fused C++ kernel of :mod:`sm3repro.optim.sm3_fused` (one pass
+over each parameter, no full-size scratch) where it builds, else the eager torch ops of
+:mod:`sm3repro.optim.sm3_eager`.
+:mod:`sm3repro.optim.sm3_reference` holds a plain, readable whole step that tests hold both to.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -18,52 +20,19 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from sm3repro import protocol
+from sm3repro.optim import sm3_eager, sm3_fused
+from sm3repro.optim.sm3_eager import Workspace
+from sm3repro.optim.sm3_reference import cover_of as _cover_kind
+from sm3repro.optim.sm3_reference import sm3_preconditioner
 
 __all__ = ["SM3", "sm3", "sm3_preconditioner"]
 
 VARIANTS = ("i", "ii")
 COVERS = ("dims", "rows", "singleton")
-
-# Non-negative IEEE floats order exactly like their bit patterns read as signed integers, and
-# integer max-reductions are several times faster than float ones on CPU (no NaN bookkeeping).
-# Every tensor reduced below is non-negative, so reductions run on these integer views.
-_BITS = {
-    torch.float64: torch.int64,
-    torch.float32: torch.int32,
-    torch.float16: torch.int16,
-    torch.bfloat16: torch.int16,
-}
-
-# Reducing a tall, narrow matrix down its columns is slow; regrouping rows into rows about this
-# many elements wide and reducing twice is ~3.5x faster on the parser's 16657 x 50 embedding.
-# Below _REGROUP_MIN elements the two extra calls cost more than they save.
-_WIDE_ROW = 1024
-_REGROUP_MIN = 1 << 16
+KERNELS = ("auto", "fused", "eager")
 
 
-def _bits(t: Tensor) -> Tensor:
-    int_dtype = _BITS.get(t.dtype)
-    return t if int_dtype is None else t.view(int_dtype)
-
-
-def _cover_kind(shape: torch.Size, accumulators: Sequence[Tensor]) -> str:
-    """Which cover a list of accumulators represents, from their shapes alone (unambiguous)."""
-    if len(accumulators) == 1 and accumulators[0].shape == shape:
-        return "singleton"
-    if len(shape) >= 2:
-        if len(accumulators) == 1 and accumulators[0].shape == (shape[0],):
-            return "rows"
-        if len(accumulators) == len(shape) and all(
-            acc.shape == (size,) for acc, size in zip(accumulators, shape, strict=True)
-        ):
-            return "dims"
-    got = [tuple(acc.shape) for acc in accumulators]
-    raise ValueError(
-        f"SM3 accumulators of shapes {got} match no cover of a parameter {tuple(shape)}"
-    )
-
-
-def _initial_accumulators(param: Tensor, cover: str, sparse: bool) -> list[Tensor]:
+def _initial_accumulators(param: Tensor, cover: str) -> list[Tensor]:
     # Start at the smallest positive normal number instead of 0: far below the rounding unit of
     # any squared gradient that matters (so the arithmetic is unchanged), but it keeps nu > 0,
     # so a coordinate that never had a nonzero gradient gets 0 * finite = 0 and no NaN, with no
@@ -72,183 +41,9 @@ def _initial_accumulators(param: Tensor, cover: str, sparse: bool) -> list[Tenso
     options = {"dtype": param.dtype, "device": param.device}
     if cover == "singleton" or param.dim() <= 1:
         return [torch.full(param.shape, fill, **options)]
-    if cover == "rows" or sparse:
-        # Sparse gradients touch only some rows; a column accumulator would be touched by every
-        # step and need a pass over all rows, so sparse parameters keep row accumulators only.
+    if cover == "rows":
         return [torch.full((param.shape[0],), fill, **options)]
     return [torch.full((size,), fill, **options) for size in param.shape]
-
-
-def _broadcast_view(acc: Tensor, dim: int, ndim: int) -> Tensor:
-    """A 1-D accumulator for dimension ``dim`` viewed so that it broadcasts against the param."""
-    shape = [1] * ndim
-    shape[dim] = acc.numel()
-    return acc.view(shape)
-
-
-# A tiny "program": torch calls with their arguments and out= tensors bound in advance, so a
-# step issues only the arithmetic, without rebuilding views (Python and dispatch overhead is a
-# large share of a step on small parameters).
-_Op = tuple[Callable[..., Tensor], tuple[Any, ...], Tensor]
-
-
-def _run(program: Sequence[_Op]) -> None:
-    for fn, args, out in program:
-        fn(*args, out=out)
-
-
-def _column_max_program(x: Tensor, out: Tensor, owned: list[Tensor]) -> list[_Op]:
-    """out = x.amax(0) for a contiguous 2-D x, regrouping tall inputs into wide rows first.
-    Small intermediate buffers are appended to ``owned``."""
-    rows, cols = x.shape
-    group = min(rows, max(1, _WIDE_ROW // max(cols, 1)))
-    if group <= 1 or rows * cols < _REGROUP_MIN:
-        return [(torch.amax, (x, 0), out)]
-    whole = rows // group
-    wide = torch.empty(group * cols, dtype=x.dtype, device=x.device)
-    owned.append(wide)
-    program: list[_Op] = [(torch.amax, (x[: whole * group].view(whole, group * cols), 0), wide)]
-    if whole * group < rows:
-        # max is idempotent, so the leftover rows can ride along in an overlapping last group.
-        program.append((torch.maximum, (wide, x[rows - group :].reshape(group * cols)), wide))
-    program.append((torch.amax, (wide.view(group, cols), 0), out))
-    return program
-
-
-def _max_except_program(src: Tensor, dim: int, out: Tensor, owned: list[Tensor]) -> list[_Op]:
-    """out[k] = max of the non-negative, contiguous ``src`` over the slice src.select(dim, k)."""
-    src_bits, out_bits = _bits(src), _bits(out)
-    outer = math.prod(src.shape[:dim])
-    size = src.shape[dim]
-    inner = math.prod(src.shape[dim + 1 :])
-    x = src_bits.view(outer, size, inner)
-    if inner == 1:
-        return _column_max_program(x.view(outer, size), out_bits, owned)
-    if outer == 1:
-        return [(torch.amax, (x.view(size, inner), 1), out_bits)]
-    # Reduce the contiguous inner dims first (the fast direction), then the outer ones.
-    middle = torch.empty((outer, size), dtype=x.dtype, device=x.device)
-    owned.append(middle)
-    return [(torch.amax, (x, 2), middle), *_column_max_program(middle, out_bits, owned)]
-
-
-def _min_program(views: Sequence[Tensor], out: Tensor) -> list[_Op]:
-    """out = elementwise min of broadcast accumulator views."""
-    # Expanding the first view (free) makes the first op's result full-size even for rank >= 3.
-    first = views[0] if len(views) == 2 else views[0].expand(out.shape)
-    program: list[_Op] = [(torch.minimum, (first, views[1]), out)]
-    program += [(torch.minimum, (out, view), out) for view in views[2:]]
-    return program
-
-
-def _max_program(views: Sequence[Tensor], out: Tensor) -> list[_Op]:
-    first = views[0] if len(views) == 2 else views[0].expand(out.shape)
-    program: list[_Op] = [(torch.maximum, (first, views[1]), out)]
-    program += [(torch.maximum, (out, view), out) for view in views[2:]]
-    return program
-
-
-def _inverse_root(src: Tensor, out: Tensor, eps: float) -> Tensor:
-    """out = 1 / (sqrt(src) + eps); ``out`` may be ``src`` itself."""
-    if eps == 0.0:
-        return torch.rsqrt(src, out=out)
-    torch.sqrt(src, out=out)
-    return out.add_(eps).reciprocal_()
-
-
-def _max_except_into(src: Tensor, dim: int, out: Tensor) -> None:
-    _run(_max_except_program(src, dim, out, []))
-
-
-class _Plan:
-    """Everything one parameter's dense step needs besides the gradient: views of the
-    accumulators and of the shared scratch, small reduction buffers, and bound torch calls."""
-
-    def __init__(self, param: Tensor, accs: list[Tensor], variant: str, buffer: Tensor) -> None:
-        self.shape = param.shape
-        self.accs_list = accs
-        self.accs = tuple(accs)
-        self.variant = variant
-        self.buffer = buffer
-        self.kind = _cover_kind(param.shape, accs)
-        self.scratch = scratch = buffer[: param.numel()].view(param.shape)
-        self.reduce: list[_Op] = []
-        self.combine: list[_Op] = []
-        self.slice_max: list[Tensor] = []
-        self.inverse: list[Tensor] = []
-        self.precond_view: Tensor | None = None
-        self.owned: list[Tensor] = []  # small reduction buffers
-        if self.kind == "singleton":
-            return
-        ndim = param.dim()
-        self.views = [_broadcast_view(a, j, ndim) for j, a in enumerate(accs)]
-        if variant == "ii":
-            # SM3-II defines mu_t(r) afresh as the max of nu_t over S_r (the old values entered
-            # through nu only), so reduce straight into the accumulators.
-            if self.kind == "dims":
-                self.combine = _min_program(self.views, scratch)
-            for dim, acc in enumerate(accs):
-                self.reduce += _max_except_program(scratch, dim, acc, self.owned)
-        else:
-            self.slice_max = [torch.empty_like(a) for a in accs]
-            self.inverse = [torch.empty_like(a) for a in accs]
-            for dim, out in enumerate(self.slice_max):
-                self.reduce += _max_except_program(scratch, dim, out, self.owned)
-            inverse_views = [_broadcast_view(a, j, ndim) for j, a in enumerate(self.inverse)]
-            if len(inverse_views) > 1:
-                self.combine = _max_program(inverse_views, scratch)
-            else:  # rows cover: the row factor broadcasts in the update, no full-size write
-                self.precond_view = inverse_views[0]
-
-    def valid_for(self, param: Tensor, accs: list[Tensor], variant: str, buffer: Tensor) -> bool:
-        return (
-            self.shape == param.shape
-            and self.accs_list is accs
-            and self.variant == variant
-            and self.buffer is buffer
-            and len(accs) == len(self.accs)
-            and all(a is b for a, b in zip(accs, self.accs, strict=True))
-        )
-
-    def nbytes(self) -> int:
-        small = self.slice_max + self.inverse + self.owned
-        return sum(t.numel() * t.element_size() for t in small)
-
-
-class _Workspace:
-    """Scratch memory for the one full-size temporary each step needs, shared by all parameters
-    and reused across steps (allocating ~4 MB per step costs page faults with glibc's default
-    malloc), plus each parameter's :class:`_Plan`.
-
-    It lives outside ``optimizer.state`` on purpose: it holds nothing between steps that the
-    algorithm needs, is never serialized, and is the transient memory an allocating
-    implementation would use anyway. :meth:`nbytes` reports it.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
-        self._plans: dict[int, tuple[Tensor, _Plan]] = {}
-
-    def plan(self, param: Tensor, accs: list[Tensor], variant: str) -> _Plan:
-        key = (param.dtype, param.device)
-        base = self._buffers.get(key)
-        if base is None or base.numel() < param.numel():
-            # Grow to the largest parameter seen; plans on the old buffer rebuild themselves.
-            base = self._buffers[key] = torch.empty(param.numel(), dtype=key[0], device=key[1])
-        entry = self._plans.get(id(param))
-        if (
-            entry is not None
-            and entry[0] is param
-            and entry[1].valid_for(param, accs, variant, base)
-        ):
-            return entry[1]
-        plan = _Plan(param, accs, variant, base)
-        self._plans[id(param)] = (param, plan)
-        return plan
-
-    def nbytes(self) -> int:
-        buffers = sum(b.numel() * b.element_size() for b in self._buffers.values())
-        return buffers + sum(plan.nbytes() for _, plan in self._plans.values())
 
 
 class SM3(Optimizer):
@@ -294,13 +89,14 @@ class SM3(Optimizer):
     ``lr``-sized first step. (In float16 the start is 6e-5 and squared gradients below it
     underflow anyway: keep SM3's parameters in float32 or wider.)
 
-    Sparse gradients (``nn.Embedding(sparse=True)``) are supported with the row cover: duplicate
-    indices are summed, and only the rows present in the gradient are read or written, so rows
-    absent from a batch keep their accumulators (``cover="singleton"`` gives sparse Adagrad the
-    same way). Under ``cover="dims"`` a parameter whose first gradient is sparse therefore keeps
-    row accumulators (as the reference implementation does); a sparse gradient for a parameter
-    whose state already holds per-dimension accumulators is an error, as is a sparse gradient
-    with ``momentum > 0`` (the moving average would have to touch every row).
+    Row-sparse gradients (``nn.Embedding(sparse=True)``) are supported with every cover and
+    give exactly the dense step on the gradient with zero rows: duplicate indices are summed, and
+    only the rows present are read or written. That is exact because a zero row gets a zero
+    update and keeps its row accumulator, while each other accumulator (the columns, under
+    ``"dims"``) becomes the max of its old value and the touched rows' ``nu`` (SM3-II; an
+    untouched row's ``nu = min(mu_row, mu_col)`` never exceeds ``mu_col``, and some row attains
+    ``mu_col``) or grows by the touched rows' largest ``g^2`` (SM3-I). A sparse gradient with
+    ``momentum > 0`` is an error: the moving average moves every row.
 
     Args:
         params: parameters or parameter groups to optimize.
@@ -309,6 +105,9 @@ class SM3(Optimizer):
         cover: ``"dims"``, ``"rows"`` or ``"singleton"`` (see above).
         momentum: moving-average coefficient ``beta`` in ``[0, 1)``.
         eps: added to ``sqrt(nu)`` before dividing (>= 0).
+        kernel: ``"auto"`` (the fused C++ kernel where it builds, else eager torch ops, with one
+            warning), ``"fused"`` (an error where it does not build) or ``"eager"``.
+            :attr:`implementation` says which one runs.
     """
 
     def __init__(
@@ -319,12 +118,24 @@ class SM3(Optimizer):
         cover: str = "dims",
         momentum: float = 0.0,
         eps: float = 0.0,
+        kernel: str = "auto",
     ) -> None:
         defaults = {"lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps}
         _check_hyperparameters(defaults)
+        if kernel not in KERNELS:
+            raise ValueError(f"SM3: kernel must be one of {KERNELS}, got {kernel!r}")
+        self._kernel = None if kernel == "eager" else sm3_fused.kernel()
+        if kernel == "fused" and self._kernel is None:
+            raise RuntimeError("SM3: kernel='fused' but the fused CPU kernel could not be built")
         # Scratch for full-size temporaries; deliberately not part of the (serialized) state.
-        self._workspace = _Workspace()
+        self._workspace = Workspace()
         super().__init__(params, defaults)
+
+    @property
+    def implementation(self) -> str:
+        """``"fused-cpp"`` or ``"eager"``: which code steps dense 2-D, 1-D and sparse-row
+        parameters (float32/float64 on CPU; anything else always runs eagerly)."""
+        return "fused-cpp" if self._kernel is not None else "eager"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -332,7 +143,8 @@ class SM3(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._workspace = _Workspace()
+        self._workspace = Workspace()
+        self._kernel = sm3_fused.kernel()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -355,9 +167,7 @@ class SM3(Optimizer):
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    state["accumulators"] = _initial_accumulators(
-                        param, group["cover"], param.grad.is_sparse
-                    )
+                    state["accumulators"] = _initial_accumulators(param, group["cover"])
                     if group["momentum"] > 0:
                         state["momentum_buffer"] = torch.zeros_like(
                             param, memory_format=torch.preserve_format
@@ -378,6 +188,7 @@ class SM3(Optimizer):
                 momentum=group["momentum"],
                 eps=group["eps"],
                 workspace=self._workspace,
+                kernel=self._kernel,
             )
         return loss
 
@@ -406,134 +217,101 @@ def sm3(
     variant: str,
     momentum: float = 0.0,
     eps: float = 0.0,
-    workspace: _Workspace | None = None,
+    workspace: Workspace | None = None,
+    kernel: Any | None = None,
 ) -> None:
     """Functional SM3: update ``params``, ``accumulators`` and ``momentum_buffers`` in place.
 
     See :class:`SM3` for the algorithm. ``accumulators[k]`` is parameter k's list of
     accumulators; its cover is read from their shapes. ``workspace`` (optional) keeps scratch
-    memory and precomputed views between calls.
+    memory and precomputed views between calls; ``kernel`` is :func:`sm3_fused.kernel`'s module
+    (``None``: eager torch ops only).
     """
     if variant not in VARIANTS:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
-    workspace = workspace if workspace is not None else _Workspace()
+    workspace = workspace if workspace is not None else Workspace()
     for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
         if param.numel() == 0:
             continue
+        kind = _cover_kind(param.shape, accs)
         if grad.is_sparse:
-            kind = _cover_kind(param.shape, accs)
-            _sparse_step(param, grad, accs, kind, buf, lr=lr, variant=variant, eps=eps)
+            if buf is not None:
+                raise RuntimeError(
+                    "SM3: sparse gradients are not supported with momentum > 0 "
+                    "(the moving average would have to decay every row)"
+                )
+            rows, values = _summed_rows(param, grad, kernel)
+            if not _fused_step(kernel, param, values, rows, accs, kind, None, lr, variant, 0, eps):
+                sm3_eager.sparse_step(
+                    param, rows, values, accs, kind, lr=lr, variant=variant, eps=eps
+                )
+        elif _fused_step(kernel, param, grad, None, accs, kind, buf, lr, variant, momentum, eps):
             continue
-        plan = workspace.plan(param, accs, variant)
-        if plan.kind == "singleton":
-            # One set per coordinate: both variants reduce to Adagrad.
-            accs[0].addcmul_(grad, grad)
-            precond = _inverse_root(accs[0], plan.scratch, eps)
-        elif variant == "ii":
-            nu = plan.scratch
-            if plan.kind == "rows":
-                torch.addcmul(plan.views[0], grad, grad, out=nu)  # mu_row + g^2 in one pass
-            else:
-                _run(plan.combine)  # nu = min over the sets containing each coordinate
-                nu.addcmul_(grad, grad)
-            _run(plan.reduce)  # mu(r) = max of nu over S_r, straight into the accumulators
-            precond = _inverse_root(nu, nu, eps)
         else:
-            torch.mul(grad, grad, out=plan.scratch)
-            _run(plan.reduce)  # slice maxima of g^2
-            for acc, slice_max, inverse in zip(accs, plan.slice_max, plan.inverse, strict=True):
-                acc.add_(slice_max)
-                _inverse_root(acc, inverse, eps)
-            # 1/sqrt is decreasing, so 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (with eps
-            # too): roots of the short accumulators only, then one broadcast max, no full-size
-            # square root.
-            if plan.combine:
-                _run(plan.combine)
-                precond = plan.scratch
-            else:
-                precond = plan.precond_view
-        # precond = 1 / (sqrt(nu) + eps), full-size or broadcastable against grad.
-        if buf is None:
-            param.addcmul_(grad, precond, value=-lr)
-        else:
-            buf.mul_(momentum).addcmul_(grad, precond, value=1.0 - momentum)
-            param.add_(buf, alpha=-lr)
+            sm3_eager.dense_step(
+                workspace, param, grad, accs, kind, buf, lr, variant, momentum, eps
+            )
 
 
-def _sparse_step(
+def _fused_step(
+    kernel: Any | None,
     param: Tensor,
     grad: Tensor,
+    rows_index: Tensor | None,
     accs: list[Tensor],
     kind: str,
     buf: Tensor | None,
-    *,
     lr: float,
     variant: str,
+    momentum: float,
     eps: float,
-) -> None:
-    if buf is not None:
-        raise RuntimeError(
-            "SM3: sparse gradients are not supported with momentum > 0 "
-            "(the moving average would have to decay every row)"
-        )
-    if kind == "dims":
-        raise RuntimeError(
-            "SM3: got a sparse gradient for a parameter whose state holds per-dimension "
-            "accumulators (its earlier gradients were dense); use cover='rows' for parameters "
-            "that receive sparse gradients"
-        )
-    grad = grad.coalesce()  # sums duplicate indices; the result must be used, not discarded
+) -> bool:
+    """Step with the fused kernel where it applies (True), else do nothing (False). ``grad`` is
+    the dense gradient, or with ``rows_index`` the values of those (distinct) rows."""
+    if kernel is None or param.dtype not in (torch.float32, torch.float64):
+        return False
+    if param.device.type != "cpu" or (kind == "dims" and param.dim() != 2):
+        return False
+    tensors = [param, *accs] + ([buf] if buf is not None else [])
+    if not all(t.is_contiguous() for t in tensors):
+        return False
+    # A (rows, cols) view: a sparse gradient's rows and the row cover need the parameter's own
+    # rows; the singleton cover is elementwise, so any view of its rows will do.
+    if kind == "rows" or rows_index is not None:
+        cols = max(param[0].numel(), 1)
+    else:
+        cols = param.shape[-1] if param.dim() else 1
+    values = grad.contiguous()
+    full = kind == "singleton"
+    kernel.sm3_step(
+        param.view(-1, cols),
+        values.view(-1, cols),
+        accs[0].view(-1, cols) if full else accs[0],
+        accs[1] if kind == "dims" else None,
+        buf.view(-1, cols) if buf is not None else None,
+        rows_index,
+        {"rows": 0, "dims": 1, "singleton": 2}[kind],
+        variant == "ii",
+        lr,
+        momentum,
+        eps,
+    )
+    return True
+
+
+def _summed_rows(param: Tensor, grad: Tensor, kernel: Any | None) -> tuple[Tensor, Tensor]:
+    """(distinct row indices, their gradient rows) of a row-sparse ``grad``, duplicates summed."""
     if grad.sparse_dim() != 1 or grad.dense_dim() != param.dim() - 1:
         raise RuntimeError(
             f"SM3: only row-sparse gradients (sparse_dim 1, like nn.Embedding's) are supported, "
             f"got sparse_dim {grad.sparse_dim()} for a parameter of shape {tuple(param.shape)}"
         )
-    rows = grad.indices()[0]
-    values = grad.values()  # (n, *param.shape[1:])
-    acc = accs[0]
-    mu = acc.index_select(0, rows)  # (n,) for rows, (n, ...) for singleton
-    squares = values * values
-    if kind == "singleton":
-        nu = mu.add_(squares)
-        acc.index_copy_(0, rows, nu)
-        precond = _inverse_root(nu, torch.empty_like(nu), eps)
-    elif variant == "ii":
-        nu = squares.add_(_broadcast_view(mu, 0, values.dim()))
-        new_mu = torch.empty_like(mu)
-        _max_except_into(nu, 0, new_mu)
-        acc.index_copy_(0, rows, new_mu)
-        precond = _inverse_root(nu, nu, eps)
-    else:
-        slice_max = torch.empty_like(mu)
-        _max_except_into(squares, 0, slice_max)
-        mu.add_(slice_max)
-        acc.index_copy_(0, rows, mu)
-        precond = _broadcast_view(_inverse_root(mu, slice_max, eps), 0, values.dim())
-    param.index_add_(0, rows, values * precond, alpha=-lr)
-
-
-def sm3_preconditioner(accumulators: Sequence[Tensor], grad: Tensor, variant: str) -> Tensor:
-    """Reference ``nu_t`` for one dense step, computed directly from the definitions.
-
-    ``accumulators`` is a parameter's state *before* the step (not modified); the cover is read
-    from their shapes. Returns a tensor shaped like ``grad`` with SM3-I's
-    ``nu_t(i) = min_{r: i in S_r} (mu_{t-1}(r) + max_{j in S_r} g_t(j)^2)`` or SM3-II's
-    ``nu_t(i) = min_{r: i in S_r} mu_{t-1}(r) + g_t(i)^2``.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
-    kind = _cover_kind(grad.shape, accumulators)
-    squares = grad * grad
-    if kind == "singleton":
-        return accumulators[0] + squares
-    ndim = grad.dim()
-    views = []
-    for dim, acc in enumerate(accumulators):
-        if variant == "i":
-            others = [d for d in range(ndim) if d != dim]
-            acc = acc + (squares.amax(dim=others) if others else squares)
-        views.append(_broadcast_view(acc, dim, ndim))
-    nu = views[0].expand(grad.shape)
-    for view in views[1:]:
-        nu = torch.minimum(nu, view)
-    return nu + squares if variant == "ii" else nu.clone()
+    if grad.is_coalesced() or kernel is None or grad.dtype not in (torch.float32, torch.float64):
+        grad = grad.coalesce()  # the result must be used, not discarded
+        return grad.indices()[0], grad.values()
+    # torch's coalesce sorts the indices: ~10x slower than one pass with a row -> slot map.
+    values = grad._values()
+    rows, summed = kernel.sum_duplicate_rows(
+        grad._indices()[0], values.reshape(values.shape[0], -1), param.shape[0]
+    )
+    return rows, summed.view(-1, *param.shape[1:])

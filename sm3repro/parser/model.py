@@ -40,6 +40,7 @@ class ChenManningParser(nn.Module):
         dropout: float = DROPOUT,
         word_dropout: float = 0.0,
         word_counts: list[int] | None = None,
+        sparse_word_grads: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -56,7 +57,9 @@ class ChenManningParser(nn.Module):
             counts = torch.tensor(word_counts, dtype=torch.float32)
             p = torch.where(counts > 0, word_dropout / (word_dropout + counts), torch.zeros(()))
             self.register_buffer("word_unk_p", p, persistent=False)
-        self.word_embed = nn.Embedding(n_words, embed_dim)
+        # sparse_word_grads: the word table's gradient holds only the rows of a batch's words
+        # (for optimizers that are exact with row-sparse updates; see sparse_rows_config).
+        self.word_embed = nn.Embedding(n_words, embed_dim, sparse=sparse_word_grads)
         self.tag_embed = nn.Embedding(n_tags, embed_dim)
         self.label_embed = nn.Embedding(n_labels, embed_dim)
         n_inputs = (N_WORD_FEATURES + N_TAG_FEATURES + N_LABEL_FEATURES) * embed_dim

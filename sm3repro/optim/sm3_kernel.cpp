@@ -1,0 +1,258 @@
+// One-pass SM3 steps on CPU for sm3repro.optim.sm3_fused (built with torch's cpp_extension).
+//
+// A parameter is viewed as a (rows, cols) matrix; `col` is an undefined tensor for the row
+// cover. Each kernel reads the gradient and the parameter once, writes the parameter once, and
+// max-reduces the new accumulators on the way, so it needs no full-size scratch. Column maxima
+// are reduced per thread into a (threads, cols) buffer and combined after the parallel loop:
+// the old column accumulator must stay readable until every row is done.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+// Rows per parallel chunk: enough elements to amortise the chunk's start.
+int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)); }
+
+void check_same(const at::Tensor& a, const at::Tensor& b, const char* what) {
+  TORCH_CHECK(a.is_contiguous() && a.device().is_cpu(), what, " must be a contiguous CPU tensor");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), what, " must have the parameter's dtype");
+}
+
+// The update u = g / (sqrt(nu) + eps), then the (optional) moving average and the weight step.
+template <typename T>
+inline void apply(T* p, T* buf, T g, T precond, T lr, T beta) {
+  T u = g * precond;
+  if (buf != nullptr) {
+    *buf = beta * *buf + (T(1) - beta) * u;
+    u = *buf;
+  }
+  *p -= lr * u;
+}
+
+template <typename T>
+void combine_columns(const std::vector<T>& partial, int64_t threads, int64_t cols, T* out,
+                     bool accumulate) {
+  for (int64_t c = 0; c < cols; ++c) {
+    T m = partial[c];
+    for (int64_t t = 1; t < threads; ++t) m = std::max(m, partial[t * cols + c]);
+    out[c] = accumulate ? out[c] + m : std::max(out[c], m);
+  }
+}
+
+// SM3-II: nu = min(row[r], col[c]) + g^2; row[r] = max_c nu; col[c] = max_r nu.
+// `rows_index` (sparse rows) maps the k-th gradient row to its parameter row; the column
+// accumulator then becomes max(old, touched rows' nu), which equals the dense result.
+template <typename T>
+void sm3_ii_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
+                 int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
+  const int64_t threads = at::get_num_threads();
+  std::vector<T> partial(col ? threads * cols : 0, T(0));
+  at::parallel_for(0, n_rows, grain_rows(cols), [&](int64_t begin, int64_t end) {
+    T* local = col ? partial.data() + at::get_thread_num() * cols : nullptr;
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r = rows_index ? rows_index[k] : k;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
+      const T mu = row[r];
+      T row_max = T(0);
+      if (buf) {
+        T* __restrict__ br = buf + r * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = (col ? std::min(mu, col[c]) : mu) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          if (local) local[c] = std::max(local[c], nu);
+          apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
+        }
+      } else if (col) {
+        const T* __restrict__ cc = col;
+        T* __restrict__ lc = local;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          lc[c] = std::max(lc[c], nu);
+          pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+        }
+      } else {
+        for (int64_t c = 0; c < cols; ++c) {
+          const T nu = mu + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+        }
+      }
+      row[r] = row_max;
+    }
+  });
+  if (col) combine_columns(partial, threads, cols, col, /*accumulate=*/false);
+}
+
+// SM3-I: row[r] += max_c g^2, col[c] += max_r g^2 (first pass), then
+// precond = 1 / (sqrt(min(row, col)) + eps) = max of the rows' and columns' inverse roots.
+// Both passes run in one parallel region (a barrier between them, not a second thread
+// wake-up), each thread on the same rows in both.
+template <typename T>
+void sm3_i_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
+                int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
+  const int64_t wanted = std::min<int64_t>(
+      at::get_num_threads(), std::max<int64_t>(1, n_rows / grain_rows(cols)));
+  std::vector<T> partial(col ? wanted * cols : 0, T(0));
+  std::vector<T> col_inverse(col ? cols : 0);
+#pragma omp parallel num_threads(wanted) if (wanted > 1)
+  {
+    const int64_t threads = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t begin = n_rows * tid / threads, end = n_rows * (tid + 1) / threads;
+    T* local = col ? partial.data() + tid * cols : nullptr;
+    for (int64_t k = begin; k < end; ++k) {
+      const T* __restrict__ gr = g + k * cols;
+      T row_max = T(0);
+      if (local) {
+        T* __restrict__ lc = local;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T sq = gr[c] * gr[c];
+          row_max = std::max(row_max, sq);
+          lc[c] = std::max(lc[c], sq);
+        }
+      } else {
+        for (int64_t c = 0; c < cols; ++c) row_max = std::max(row_max, gr[c] * gr[c]);
+      }
+      row[rows_index ? rows_index[k] : k] += row_max;
+    }
+#pragma omp barrier
+#pragma omp single
+    if (col) {
+      combine_columns(partial, threads, cols, col, /*accumulate=*/true);
+      for (int64_t c = 0; c < cols; ++c) col_inverse[c] = T(1) / (std::sqrt(col[c]) + eps);
+    }  // implicit barrier: every thread sees the new column accumulators
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r = rows_index ? rows_index[k] : k;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
+      const T* __restrict__ ci = col_inverse.data();
+      const T row_inverse = T(1) / (std::sqrt(row[r]) + eps);
+      if (buf) {
+        T* __restrict__ br = buf + r * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          const T precond = col ? std::max(row_inverse, ci[c]) : row_inverse;
+          apply(pr + c, br + c, gr[c], precond, lr, beta);
+        }
+      } else if (col) {
+        for (int64_t c = 0; c < cols; ++c) pr[c] -= lr * (gr[c] * std::max(row_inverse, ci[c]));
+      } else {
+        for (int64_t c = 0; c < cols; ++c) pr[c] -= lr * (gr[c] * row_inverse);
+      }
+    }
+  }
+}
+
+// Singleton cover (both variants are Adagrad): acc += g^2; precond = 1 / (sqrt(acc) + eps).
+template <typename T>
+void adagrad_rows(T* p, const T* g, T* acc, T* buf, const int64_t* rows_index, int64_t n_rows,
+                  int64_t cols, T lr, T beta, T eps) {
+  at::parallel_for(0, n_rows, grain_rows(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t r = rows_index ? rows_index[k] : k;
+      const T* __restrict__ gr = g + k * cols;
+      T* __restrict__ pr = p + r * cols;
+      T* __restrict__ ar = acc + r * cols;
+      T* __restrict__ br = buf ? buf + r * cols : nullptr;
+      for (int64_t c = 0; c < cols; ++c) {
+        ar[c] += gr[c] * gr[c];
+        if (br) {
+          apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(ar[c]) + eps), lr, beta);
+        } else {
+          pr[c] -= lr * (gr[c] / (std::sqrt(ar[c]) + eps));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// Sum the duplicate rows of an uncoalesced row-sparse gradient (indices (n,), values (n, cols)):
+// returns (unique row indices in order of first appearance, their summed values). One pass
+// with a row -> slot map, no sort (torch's coalesce sorts: ~10x slower at batch sizes).
+std::vector<at::Tensor> sum_duplicate_rows(at::Tensor indices, at::Tensor values, int64_t rows) {
+  TORCH_CHECK(indices.dim() == 1 && indices.scalar_type() == at::kLong, "indices: (n,) int64");
+  TORCH_CHECK(values.dim() == 2 && values.size(0) == indices.size(0), "values: (n, cols)");
+  indices = indices.contiguous();
+  values = values.contiguous();
+  const int64_t n = indices.size(0), cols = values.size(1);
+  const int64_t* idx = indices.data_ptr<int64_t>();
+  std::vector<int64_t> slot_of_row(rows, -1);
+  std::vector<int64_t> first;  // the first position of each unique row
+  std::vector<int64_t> slot(n);
+  first.reserve(n);
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t r = idx[k];
+    TORCH_CHECK(r >= 0 && r < rows, "row index ", r, " out of range for ", rows, " rows");
+    if (slot_of_row[r] < 0) {
+      slot_of_row[r] = static_cast<int64_t>(first.size());
+      first.push_back(k);
+    }
+    slot[k] = slot_of_row[r];
+  }
+  const int64_t unique = static_cast<int64_t>(first.size());
+  at::Tensor out_index = at::empty({unique}, indices.options());
+  at::Tensor out_values = at::zeros({unique, cols}, values.options());
+  int64_t* oi = out_index.data_ptr<int64_t>();
+  for (int64_t u = 0; u < unique; ++u) oi[u] = idx[first[u]];
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sum_duplicate_rows", [&] {
+    const scalar_t* v = values.data_ptr<scalar_t>();
+    scalar_t* o = out_values.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < n; ++k) {
+      scalar_t* __restrict__ dst = o + slot[k] * cols;
+      const scalar_t* __restrict__ src = v + k * cols;
+      for (int64_t c = 0; c < cols; ++c) dst[c] += src[c];
+    }
+  });
+  return {out_index, out_values};
+}
+
+// param, accumulators, momentum buffer: (rows, cols) views of the real tensors (contiguous).
+// grad: (n, cols); rows_index: (n,) int64 for sparse rows, or undefined for a dense step (n ==
+// rows). kind: 0 rows cover (col undefined), 1 dims cover (2-D), 2 singleton (row is full-size).
+void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<at::Tensor> col,
+              c10::optional<at::Tensor> buf, c10::optional<at::Tensor> rows_index, int64_t kind,
+              bool variant_ii, double lr, double beta, double eps) {
+  check_same(param, param, "param");
+  check_same(grad, param, "grad");
+  check_same(row, param, "accumulator");
+  TORCH_CHECK(param.dim() == 2 && grad.dim() == 2 && grad.size(1) == param.size(1),
+              "sm3_step takes (rows, cols) views");
+  const bool has_col = col.has_value() && col->defined();
+  if (has_col) check_same(*col, param, "column accumulator");
+  const bool has_buf = buf.has_value() && buf->defined();
+  if (has_buf) check_same(*buf, param, "momentum buffer");
+  const bool sparse = rows_index.has_value() && rows_index->defined();
+  if (sparse) {
+    TORCH_CHECK(rows_index->scalar_type() == at::kLong && rows_index->is_contiguous(),
+                "rows_index must be contiguous int64");
+    TORCH_CHECK(rows_index->numel() == grad.size(0), "one index per gradient row");
+  } else {
+    TORCH_CHECK(grad.size(0) == param.size(0), "a dense gradient has the parameter's rows");
+  }
+  const int64_t n = grad.size(0), cols = param.size(1);
+  const int64_t* index = sparse ? rows_index->data_ptr<int64_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "sm3_step", [&] {
+    using T = scalar_t;
+    T* p = param.data_ptr<T>();
+    const T* g = grad.data_ptr<T>();
+    T* r = row.data_ptr<T>();
+    T* c = has_col ? col->data_ptr<T>() : nullptr;
+    T* b = has_buf ? buf->data_ptr<T>() : nullptr;
+    if (kind == 2) {
+      adagrad_rows<T>(p, g, r, b, index, n, cols, T(lr), T(beta), T(eps));
+    } else if (variant_ii) {
+      sm3_ii_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
+    } else {
+      sm3_i_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
+    }
+  });
+}
