@@ -57,7 +57,7 @@ def test_every_catalog_entry_is_complete(name: str) -> None:
     arguments = inspect.signature(spec.cls.__init__).parameters
     assert set(spec.keys) | set(spec.fixed) <= set(arguments), spec.target
     assert ("fused" in spec.impls) == bool(spec.fused_devices())
-    if spec.fused:
+    if spec.fused and spec.cls is not SM3:  # SM3's own kernel is chosen by its `kernel` argument
         assert "fused" in arguments
 
 

@@ -97,6 +97,7 @@ _SPECS = (
         style={"color": "tab:red"},
         fixed={"variant": "ii"},
         impls=SM3_IMPLS,
+        fused=frozenset({"cpu"}),  # its own C++ kernel (sm3repro.optim.sm3_fused), CPU only
         study_row=True,
         paper_grid=True,
     ),
@@ -109,6 +110,7 @@ _SPECS = (
         style={"color": "tab:orange", "linestyle": "--"},
         fixed={"variant": "i"},
         impls=SM3_IMPLS,
+        fused=frozenset({"cpu"}),
         paper_grid=True,
     ),
     OptimizerSpec(
