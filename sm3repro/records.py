@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sm3repro.run_record import FINISHED
+
 TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the same folder
 
 
@@ -43,7 +45,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # -- run identity ------------------------------------------------------------------------
 # Keys that change how or where a run is logged, not what it computes.
 _NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_every",
-                 "checkpoint", "debug", "experiment_name"}  # fmt: skip
+                 "checkpoint", "debug", "experiment_name", "optimized_metric"}  # fmt: skip
 
 
 # Keys added to the schema after runs were recorded, with their defaults: at the default they
@@ -80,7 +82,6 @@ def run_id_for(config: dict) -> str:
 
 
 # -- one run's folder --------------------------------------------------------------------
-FINISHED = ("completed", "diverged")
 # Files a finished record vouches for: their digests go into the final summary, so a
 # truncated, missing or edited file is caught before the run is trusted as finished.
 RECORD_FILES = ("config.yaml", "metrics.jsonl", "predictions.conllu")
