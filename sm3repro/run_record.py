@@ -26,6 +26,14 @@ class Status(enum.StrEnum):
 
 FINISHED = (Status.COMPLETED, Status.DIVERGED)  # never trained again
 
+# The dev scores ``RunSummary.dev_metric`` reads: "<model>.dev.<score>" with model "final" (the
+# last epoch's) or "best_dev" (the epoch with the highest dev LAS micro).
+DEV_METRICS = tuple(
+    f"{model}.dev.{score}"
+    for model in ("final", "best_dev")
+    for score in ("las_macro", "las_micro", "uas_macro", "uas_micro")
+)
+
 
 def _absent_if_none() -> Any:
     """A field left out of the JSON while it is None (a section the run has not reached)."""
@@ -158,6 +166,28 @@ class RunSummary(_Serialised):
     best_dev: BestDev | None = _absent_if_none()  # completed runs only
     resources: Resources | None = _absent_if_none()  # finished runs only
     record_files: dict[str, str] | None = _absent_if_none()  # records.RunDir.write_summary
+
+    def dev_metric(self, name: str) -> float | None:
+        """The dev score ``name`` (one of DEV_METRICS); None when the run did not complete."""
+        if name not in DEV_METRICS:
+            raise ValueError(f"{name!r} is not one of {', '.join(DEV_METRICS)}")
+        model, split, score = name.split(".")
+        scores = getattr(self, model)
+        return None if scores is None else getattr(getattr(scores, split), score)
+
+    def flat(self) -> dict[str, Any]:
+        """The scalars worth a W&B summary: ids, then ``final/test/las_macro``-style keys."""
+        summary = self.to_dict()
+        keep = {
+            k: summary[k] for k in ("status", "optimizer", "optimizer_impl", "batch_size", "seed")
+        }
+        for section in ("final", "best_dev", "resources"):
+            for k, v in (summary.get(section) or {}).items():
+                if isinstance(v, dict):
+                    keep.update({f"{section}/{k}/{kk}": vv for kk, vv in v.items()})
+                elif not isinstance(v, list):
+                    keep[f"{section}/{k}"] = v
+        return keep
 
 
 @dataclass(kw_only=True)

@@ -29,15 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
-from sm3repro.dataset import EvalSet, ParserData, load_data
-from sm3repro.metrics import attachment_scores
+from sm3repro.dataset import ParserData, load_data
+from sm3repro.evaluation import evaluate
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
-from sm3repro.parser.decode import parse
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.provenance import provenance
 from sm3repro.records import RunDir, RunLocked, atomic_write_text, run_id_for
 from sm3repro.resources import ResourceMeter
 from sm3repro.run_record import (
+    DEV_METRICS,
     BestDev,
     EpochRow,
     FinalScores,
@@ -48,7 +48,13 @@ from sm3repro.run_record import (
     StepRow,
 )  # fmt: skip
 from sm3repro.tracking import Tracker, make_tracker
-from sm3repro.training_state import TrainingState, restore_checkpoint, save_checkpoint
+from sm3repro.training_state import (
+    TrainingState,
+    lr_scheduler,
+    restore_checkpoint,
+    save_checkpoint,
+    weight_average,
+)
 
 log = logging.getLogger("sm3repro")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -93,64 +99,14 @@ def _fault_hook(point: str, epoch: int | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# -- evaluation ------------------------------------------------------------------------------
-def evaluate(model: ChenManningParser, data: ParserData, split: EvalSet, cfg: DictConfig):
-    """Parse a split and score it: returns (scores, heads, relation names)."""
-    heads, rels = parse(model, split.corpus)
-    relations = data.vocab.relations
-    pred_heads, pred_rels = [], []
-    for k, sent in enumerate(split.sentences):
-        n = len(sent)
-        pred_heads.append(heads[k, 1 : n + 1].tolist())
-        pred_rels.append([relations[r] for r in rels[k, 1 : n + 1]])
-    scores = attachment_scores(
-        split.sentences,
-        pred_heads,
-        pred_rels,
-        punct=cfg.data.eval_punct,
-        labels=cfg.data.eval_labels,
-    )
-    scores = {k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in scores.items()}
-    return scores, pred_heads, pred_rels
-
-
-def _lr_scheduler(optimizer, schedule: str, total_steps: int):
-    """Per-step decay of every group's lr to 0 by the last step (None for a constant lr)."""
-    from torch.optim import lr_scheduler
-
-    if schedule == "linear":
-        return lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-    if schedule == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return None
-
-
-def _weight_average(model: ChenManningParser, decay: float | None):
-    """An exponential moving average of the weights (Polyak averaging), updated every step;
-    dev and test are scored with it. None when ``ema_decay`` is unset."""
-    if decay is None:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-
-
 # -- one run ---------------------------------------------------------------------------------
-# Dev scores a sweeper may optimise (``optimized_metric``); never test, which it would tune on.
-OPTIMIZED_METRICS = tuple(
-    f"{model}.dev.{score}"
-    for model in ("final", "best_dev")
-    for score in ("las_macro", "las_micro", "uas_macro", "uas_micro")
-)
-
-
-def run(cfg: DictConfig) -> RunSummary:
-    """Train, evaluate and record one configuration; returns its summary."""
+def run(cfg: DictConfig) -> dict:
+    """Train, evaluate and record one configuration; returns its summary (as summary.json)."""
     validate(cfg)
-    if cfg.optimized_metric not in OPTIMIZED_METRICS:
+    if cfg.optimized_metric not in DEV_METRICS:
         raise ConfigError(
             f"optimized_metric={cfg.optimized_metric!r} is not allowed; "
-            f"choose one of {', '.join(OPTIMIZED_METRICS)}"
+            f"choose one of {', '.join(DEV_METRICS)}"
         )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record = RunDir(cfg.results_dir, run_id_for(resolved))
@@ -167,15 +123,15 @@ def run(cfg: DictConfig) -> RunSummary:
         # Another sweep may have finished this run meanwhile (its warnings were given above).
         if (previous := record.finished_summary(warn=False)) is not None:
             return _skip(record, previous)
-        return _train(cfg, resolved, record, data, state, optimizer_impl)
+        return _train(cfg, resolved, record, data, state, optimizer_impl).to_dict()
     finally:
         record.unlock()
 
 
-def _skip(record: RunDir, previous: dict) -> RunSummary:
+def _skip(record: RunDir, previous: dict) -> dict:
     log.info("run %s already %s; skipping", record.run_id, previous["status"])
     record.checkpoint_path.unlink(missing_ok=True)  # left if killed just after finishing
-    return RunSummary.from_dict(previous)
+    return previous
 
 
 def build(cfg: DictConfig, data: ParserData, run_id: str) -> tuple[TrainingState, str]:
@@ -196,8 +152,8 @@ def build(cfg: DictConfig, data: ParserData, run_id: str) -> tuple[TrainingState
     optimizer, optimizer_impl = build_optimizer(model.parameters(), cfg.optimizer)
     generator = torch.Generator().manual_seed(cfg.seed)
     total_steps = cfg.epochs * math.ceil(len(data.gold) / cfg.batch_size)
-    scheduler = _lr_scheduler(optimizer, cfg.lr_schedule, total_steps)
-    averaged = _weight_average(model, cfg.ema_decay)
+    scheduler = lr_scheduler(optimizer, cfg.lr_schedule, total_steps)
+    averaged = weight_average(model, cfg.ema_decay)
     state = TrainingState(run_id, model, optimizer, scheduler, averaged, generator)
     return state, optimizer_impl
 
@@ -248,7 +204,7 @@ def _train(
             _score_test(cfg, state, data, record, summary)
         summary.provenance["finished_at"] = _now()
         record.write_summary(summary)
-        tracker.log_summary(_flat_summary(summary.to_dict()))
+        tracker.log_summary(summary.flat())
     record.checkpoint_path.unlink(missing_ok=True)
     return summary
 
@@ -401,26 +357,6 @@ def _score_test(
     )
 
 
-def optimized_value(summary: RunSummary, metric: str) -> float | None:
-    """The dev score ``metric`` (one of OPTIMIZED_METRICS) names; None for a diverged run."""
-    model, split, score = metric.split(".")
-    scores = getattr(summary, model)
-    return None if scores is None else getattr(getattr(scores, split), score)
-
-
-def _flat_summary(summary: dict) -> dict:
-    keep = {
-        k: summary.get(k) for k in ("status", "optimizer", "optimizer_impl", "batch_size", "seed")
-    }
-    for section in ("final", "best_dev", "resources"):
-        for k, v in (summary.get(section) or {}).items():
-            if isinstance(v, dict):
-                keep.update({f"{section}/{k}/{kk}": vv for kk, vv in v.items()})
-            elif not isinstance(v, (list, dict)):
-                keep[f"{section}/{k}"] = v
-    return keep
-
-
 def _progress(total: int, epoch: int, epochs: int):
     """A per-epoch progress bar, silent when stderr is not a terminal."""
     from tqdm import tqdm
@@ -449,7 +385,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"sm3repro: error: {err}", file=sys.stderr)
         sys.exit(2)
-    return optimized_value(summary, cfg.optimized_metric)  # what a Hydra sweeper minimises
+    # What a Hydra sweeper optimises: a dev score, never test.
+    return RunSummary.from_dict(summary).dev_metric(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

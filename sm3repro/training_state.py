@@ -17,12 +17,36 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from sm3repro.records import atomic_write_bytes
 from sm3repro.resources import ResourceMeter
 from sm3repro.run_record import EpochRow, MetricsRow, Scores, metrics_row
 
 log = logging.getLogger("sm3repro")
+
+
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step decay of every group's lr to 0 by the last step (None for a constant lr)."""
+    from torch.optim import lr_scheduler as schedulers
+
+    if schedule == "linear":
+        return schedulers.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    if schedule == "cosine":
+        return schedulers.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of the weights (Polyak averaging), updated every step;
+    dev and test are scored with it. None when ``ema_decay`` is unset."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 @dataclass
@@ -45,7 +69,7 @@ class TrainingState:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-        averaged: torch.optim.swa_utils.AveragedModel | None,
+        averaged: AveragedModel | None,
         generator: torch.Generator,
     ) -> None:
         self.run_id = run_id
