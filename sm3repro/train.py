@@ -6,6 +6,9 @@
 
 Each run writes ``results/runs/<run_id>/`` (config, metrics, summary, predictions) and
 checkpoints after every epoch, so rerunning a sweep skips finished runs and resumes the rest.
+Read top to bottom: ``run`` (load the data, ``build`` the training state, then make the run
+folder), ``_train`` (restore, then per epoch ``train_epoch``, ``evaluate_epoch``, checkpoint),
+``_resources`` and ``_score_test`` (the final summary), ``main`` (Hydra's task function).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from sm3repro.run_record import (
     Scores,
     Status,
     StepRow,
-)  # fmt: skip
+)
 from sm3repro.tracking import Tracker, make_tracker
 from sm3repro.training_state import (
     TrainingState,
