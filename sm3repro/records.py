@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,15 @@ class RunDir:
         lock: every record write happens under it, so no live writer owns these files."""
         for tmp in self.path.glob(f".*{TMP_SUFFIX}"):
             tmp.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """``lock()`` for the body of a ``with`` block."""
+        self.lock()
+        try:
+            yield
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._lock_fh is not None:

@@ -115,20 +115,18 @@ def run(cfg: DictConfig) -> dict:
     record = RunDir(cfg.results_dir, run_id_for(resolved))
     record.check_writable()  # fails early, and clearly, on a read-only or full results folder
     if (previous := record.finished_summary()) is not None:
-        return _skip(record, previous)
+        with record.locked():  # taking the lock also clears what a killed writer left
+            return _skip(record, previous)
     log.info("run %s: loading data", record.run_id)
     data = _load_data_once(cfg)
     state, optimizer_impl = build(cfg, data, record.run_id)
     _fault_hook("kill_before_run_folder")
     record.create()  # only now: a run stopped while loading or building leaves no folder
-    record.lock()
-    try:
+    with record.locked():
         # Another sweep may have finished this run meanwhile (its warnings were given above).
         if (previous := record.finished_summary(warn=False)) is not None:
             return _skip(record, previous)
         return _train(cfg, resolved, record, data, state, optimizer_impl).to_dict()
-    finally:
-        record.unlock()
 
 
 def _skip(record: RunDir, previous: dict) -> dict:
