@@ -137,11 +137,7 @@ def _damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "how"),
-    [
-        (n, h)
-        for n in ("config.yaml", "metrics.jsonl")
-        for h in ("delete", "truncate", "edit")
-    ],
+    [(n, h) for n in ("config.yaml", "metrics.jsonl") for h in ("delete", "truncate", "edit")],
 )
 def test_integrity_check_rejects_each_damaged_file(lab: Lab, name: str, how: str) -> None:
     results = lab.seed_results()
