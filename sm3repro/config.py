@@ -96,6 +96,7 @@ class RunConfig:
     log_every: int = 100
     checkpoint: bool = True
     debug: bool = False
+    optimized_metric: str = "final.dev.las_macro"  # what train.main returns to a sweeper
     # Added after the study's sweep was recorded: they enter a run's id only when set away
     # from these defaults (records.ADDED_LATER), so earlier records keep their ids.
     lr_schedule: str = "constant"  # per-step decay to 0 by the last step: linear or cosine

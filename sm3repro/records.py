@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from sm3repro.run_record import FINISHED, MetricsRow, RunSummary
 
 TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the same folder
 
@@ -43,7 +47,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # -- run identity ------------------------------------------------------------------------
 # Keys that change how or where a run is logged, not what it computes.
 _NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_every",
-                 "checkpoint", "debug", "experiment_name"}  # fmt: skip
+                 "checkpoint", "debug", "experiment_name", "optimized_metric"}  # fmt: skip
 
 
 # Keys added to the schema after runs were recorded, with their defaults: at the default they
@@ -80,7 +84,6 @@ def run_id_for(config: dict) -> str:
 
 
 # -- one run's folder --------------------------------------------------------------------
-FINISHED = ("completed", "diverged")
 # Files a finished record vouches for: their digests go into the final summary, so a
 # truncated, missing or edited file is caught before the run is trusted as finished.
 RECORD_FILES = ("config.yaml", "metrics.jsonl", "predictions.conllu")
@@ -100,6 +103,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _probe_writable(folder: Path) -> None:
+    """Make ``folder`` and write, sync and remove a file in it; OSError naming it if that fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # A private probe name: two sweeps probing the same folder must not race on one file.
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"ok\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
+    except OSError as err:
+        raise OSError(f"results folder {folder} is not writable: {err.strerror or err}") from None
+
+
 class RunLocked(RuntimeError):
     """Another process is training this run right now."""
 
@@ -117,23 +137,14 @@ class RunDir:
         self.checkpoint_path = self.path / "checkpoint.pt"
         self._lock_fh = None
 
+    def check_writable(self) -> None:
+        """Prove the results folder (``<root>/runs``) is writable, creating no run folder: a
+        read-only or full folder fails before the data is loaded, not after."""
+        _probe_writable(self.path.parent)
+
     def create(self) -> None:
-        """Make the folder and prove it is writable before any training starts."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            # A private probe name: two sweeps probing the same run must not race on one file.
-            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-probe.")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(b"ok\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            finally:
-                Path(probe).unlink(missing_ok=True)
-        except OSError as err:
-            raise OSError(
-                f"results folder {self.path} is not writable: {err.strerror or err}"
-            ) from None
+        """Make the run's folder and prove it is writable."""
+        _probe_writable(self.path)
 
     def lock(self) -> None:
         """Hold an exclusive lock for this run (released by the OS even on SIGKILL)."""
@@ -154,12 +165,14 @@ class RunDir:
         for tmp in self.path.glob(f".*{TMP_SUFFIX}"):
             tmp.unlink(missing_ok=True)
 
-    def discard_if_unstarted(self) -> None:
-        """Remove the run folder if nothing but the lock was ever written to it."""
-        if {p.name for p in self.path.iterdir()} <= {".lock"}:
-            import shutil
-
-            shutil.rmtree(self.path, ignore_errors=True)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """``lock()`` for the body of a ``with`` block."""
+        self.lock()
+        try:
+            yield
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -210,13 +223,15 @@ class RunDir:
             )
         return None
 
-    def finished_summary(self) -> dict | None:
+    def finished_summary(self, warn: bool = True) -> dict | None:
         """The summary of a finished, intact record; None (with a warning for a damaged
-        finished record) when the run still has to be trained."""
+        finished record, unless ``warn`` is False) when the run still has to be trained."""
         summary = self.read_summary()
         if summary is None or summary.get("status") not in FINISHED:
             return None
         problem = self.record_problem(summary)
+        if problem is not None and not warn:
+            return None
         if problem is not None:
             import warnings
 
@@ -228,9 +243,10 @@ class RunDir:
             return None
         return summary
 
-    def write_summary(self, summary: dict) -> None:
+    def write_summary(self, record: RunSummary) -> None:
         """Write the summary atomically; a finished one also records its files' digests."""
-        if summary.get("status") in FINISHED:
+        summary = record.to_dict()
+        if record.status in FINISHED:
             summary = {
                 **summary,
                 "record_files": {
@@ -241,5 +257,6 @@ class RunDir:
             }
         atomic_write_json(self.summary_path, summary)
 
-    def write_metrics(self, rows: list[dict]) -> None:
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    def write_metrics(self, rows: Iterable[MetricsRow]) -> None:
+        text = "".join(json.dumps(row.to_dict()) + "\n" for row in rows)
+        atomic_write_text(self.metrics_path, text)

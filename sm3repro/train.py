@@ -6,11 +6,13 @@
 
 Each run writes ``results/runs/<run_id>/`` (config, metrics, summary, predictions) and
 checkpoints after every epoch, so rerunning a sweep skips finished runs and resumes the rest.
+Read top to bottom: ``run`` (load the data, ``build`` the training state, then make the run
+folder), ``_train`` (restore, then per epoch ``train_epoch``, ``evaluate_epoch``, checkpoint),
+``_resources`` and ``_score_test`` (the final summary), ``main`` (Hydra's task function).
 """
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import logging
 import math
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,16 +32,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
-from sm3repro.dataset import EvalSet, ParserData, load_data
-from sm3repro.metrics import attachment_scores
+from sm3repro.dataset import ParserData, load_data
+from sm3repro.evaluation import evaluate
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.optim.registry import sparse_rows_config
-from sm3repro.parser.decode import parse
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.provenance import provenance
-from sm3repro.records import RunDir, RunLocked, atomic_write_bytes, atomic_write_text, run_id_for
-from sm3repro.resources import ResourceMeter
-from sm3repro.tracking import make_tracker
+from sm3repro.records import RunDir, RunLocked, atomic_write_text, run_id_for
+from sm3repro.resources import ResourceMeter, contention
+from sm3repro.run_record import (
+    DEV_METRICS,
+    BestDev,
+    EpochRow,
+    FinalScores,
+    Resources,
+    RunSummary,
+    Scores,
+    Status,
+    StepRow,
+)
+from sm3repro.tracking import Tracker, make_tracker
+from sm3repro.training_state import (
+    ELAPSED_KEYS,
+    TrainingState,
+    lr_scheduler,
+    restore_checkpoint,
+    save_checkpoint,
+    weight_average,
+)
 
 log = logging.getLogger("sm3repro")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -74,108 +95,40 @@ def _load_data_once(cfg: DictConfig) -> ParserData:
     return data
 
 
-def _fault_hook(point: str, epoch: int) -> None:
+def _fault_hook(point: str, epoch: int | None = None) -> None:
     """Testing aid: ``SM3REPRO_FAULT=kill_after_epoch:N`` SIGKILLs this process right after
-    epoch N's checkpoint is written, so fault tests interrupt a run at a known point."""
+    epoch N's checkpoint is written, ``kill_before_run_folder`` once the data is loaded and the
+    optimizer built, so fault tests interrupt a run at a known point."""
     fault = os.environ.get("SM3REPRO_FAULT", "")
-    if fault == f"{point}:{epoch}":
+    if fault == (point if epoch is None else f"{point}:{epoch}"):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-# -- evaluation ------------------------------------------------------------------------------
-def evaluate(model: ChenManningParser, data: ParserData, split: EvalSet, cfg: DictConfig):
-    """Parse a split and score it: returns (scores, heads, relation names)."""
-    heads, rels = parse(model, split.corpus)
-    relations = data.vocab.relations
-    pred_heads, pred_rels = [], []
-    for k, sent in enumerate(split.sentences):
-        n = len(sent)
-        pred_heads.append(heads[k, 1 : n + 1].tolist())
-        pred_rels.append([relations[r] for r in rels[k, 1 : n + 1]])
-    scores = attachment_scores(
-        split.sentences,
-        pred_heads,
-        pred_rels,
-        punct=cfg.data.eval_punct,
-        labels=cfg.data.eval_labels,
-    )
-    scores = {k: (round(float(v), 6) if isinstance(v, float) else v) for k, v in scores.items()}
-    return scores, pred_heads, pred_rels
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "shuffle": generator.get_state(),
-        "numpy": np.random.get_state(),
-    }
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["shuffle"])
-    np.random.set_state(state["numpy"])
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load_checkpoint(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as err:  # truncated or damaged: start the run again
-        log.warning("checkpoint %s is unreadable (%s); restarting the run from epoch 1", path, err)
-        return None
-
-
-def _lr_scheduler(optimizer, schedule: str, total_steps: int):
-    """Per-step decay of every group's lr to 0 by the last step (None for a constant lr)."""
-    from torch.optim import lr_scheduler
-
-    if schedule == "linear":
-        return lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-    if schedule == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return None
-
-
-def _weight_average(model: ChenManningParser, decay: float | None):
-    """An exponential moving average of the weights (Polyak averaging), updated every step;
-    dev and test are scored with it. None when ``ema_decay`` is unset."""
-    if decay is None:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 # -- one run ---------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> dict:
-    """Train, evaluate and record one configuration; returns its summary."""
+    """Train, evaluate and record one configuration; returns its summary (as summary.json)."""
     validate(cfg)
+    if cfg.optimized_metric not in DEV_METRICS:
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric!r} is not allowed; "
+            f"choose one of {', '.join(DEV_METRICS)}"
+        )
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_id = run_id_for(resolved)
-    record = RunDir(cfg.results_dir, run_id)
-    record.create()  # fails early, and clearly, on a read-only or full results folder
-    record.lock()
-    try:
-        if (previous := record.finished_summary()) is not None:
+    record = RunDir(cfg.results_dir, run_id_for(resolved))
+    record.check_writable()  # fails early, and clearly, on a read-only or full results folder
+    if (previous := record.finished_summary()) is not None:
+        with record.locked():  # taking the lock also clears what a killed writer left
             return _skip(record, previous)
-        try:
-            data = _load_data_once(cfg)
-        except BaseException:
-            record.discard_if_unstarted()  # bad data or Ctrl-C: leave no stray run folder
-            raise
-        return _train(cfg, resolved, record, data)
-    finally:
-        record.unlock()
+    log.info("run %s: loading data", record.run_id)
+    data = _load_data_once(cfg)
+    state, optimizer_impl = build(cfg, data, record.run_id)
+    _fault_hook("kill_before_run_folder")
+    record.create()  # only now: a run stopped while loading or building leaves no folder
+    with record.locked():
+        # Another sweep may have finished this run meanwhile (its warnings were given above).
+        if (previous := record.finished_summary(warn=False)) is not None:
+            return _skip(record, previous)
+        return _train(cfg, resolved, record, data, state, optimizer_impl).to_dict()
 
 
 def _skip(record: RunDir, previous: dict) -> dict:
@@ -184,235 +137,246 @@ def _skip(record: RunDir, previous: dict) -> dict:
     return previous
 
 
-def _train(cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData) -> dict:
+def build(cfg: DictConfig, data: ParserData, run_id: str) -> tuple[TrainingState, str]:
+    """The seeded model, its optimizer, lr schedule and weight average, and the shuffling RNG;
+    returns them as a fresh training state, and the optimizer's implementation name."""
     torch.set_num_threads(cfg.torch_threads)
-    device = torch.device(cfg.device)
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_text(record.config_path, OmegaConf.to_yaml(cfg, resolve=True))
-    vocab = data.vocab
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     opt_cfg, sparse_words, sparse_note = sparse_rows_config(cfg.optimizer, cfg.sparse_rows)
+    vocab = data.vocab
     model = ChenManningParser(
         len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
         embed_dim=cfg.model.embed_dim, hidden=tuple(cfg.model.hidden),
         activation=cfg.model.activation, dropout=cfg.model.dropout,
         word_dropout=cfg.model.word_dropout, word_counts=vocab.word_counts,
         sparse_word_grads=sparse_words,
-    ).to(device)  # fmt: skip
+    ).to(torch.device(cfg.device))  # fmt: skip
     if cfg.data.embeddings:
-        found = model.load_pretrained(cfg.data.embeddings, vocab.words)
-        data.stats["pretrained_words"] = found
+        data.stats["pretrained_words"] = model.load_pretrained(cfg.data.embeddings, vocab.words)
     optimizer, optimizer_impl = build_optimizer(model.parameters(), opt_cfg)
     optimizer_impl += sparse_note
     generator = torch.Generator().manual_seed(cfg.seed)
-    n_batches = math.ceil(len(data.gold) / cfg.batch_size)
-    scheduler = _lr_scheduler(optimizer, cfg.lr_schedule, cfg.epochs * n_batches)
-    averaged = _weight_average(model, cfg.ema_decay)
-    evaluated = averaged.module if averaged is not None else model  # the weights we score
+    total_steps = cfg.epochs * math.ceil(len(data.gold) / cfg.batch_size)
+    scheduler = lr_scheduler(optimizer, cfg.lr_schedule, total_steps)
+    averaged = weight_average(model, cfg.ema_decay)
+    state = TrainingState(run_id, model, optimizer, scheduler, averaged, generator)
+    return state, optimizer_impl
 
-    summary = {
-        "run_id": record.run_id,
-        "status": "running",
-        "optimizer": cfg.optimizer.name,
-        "optimizer_impl": optimizer_impl,
-        "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "epochs_completed": 0,
-        "experiment": cfg.experiment_name,
-        "group": cfg.experiment_name,
-        "data": data.stats,
-        "provenance": {**provenance(), "started_at": started_at},
-        "reason": None,
-    }
-    metrics: list[dict] = []
-    start_epoch, best, elapsed = 1, None, {"runtime_s": 0.0, "cpu_s": 0.0}
-    checkpoint = _load_checkpoint(record.checkpoint_path) if cfg.checkpoint else None
-    if checkpoint is not None and checkpoint.get("run_id") == record.run_id:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        if averaged is not None:
-            averaged.load_state_dict(checkpoint["averaged"])
-        _set_rng_state(checkpoint["rng"], generator)
-        metrics, best = checkpoint["metrics"], checkpoint["best"]
-        elapsed = checkpoint["elapsed"]
-        start_epoch = checkpoint["epoch"] + 1
-        summary["resumed_from_epoch"] = checkpoint["epoch"]
-        log.info("run %s: resuming after epoch %d", record.run_id, checkpoint["epoch"])
-    record.write_metrics(metrics)
+
+def _train(
+    cfg: DictConfig, resolved: dict, record: RunDir, data: ParserData, state: TrainingState,
+    optimizer_impl: str,
+) -> RunSummary:  # fmt: skip
+    summary = _new_summary(cfg, record, data, optimizer_impl)
+    if cfg.checkpoint and restore_checkpoint(record.checkpoint_path, state):
+        summary.resumed_from_epoch = state.epoch
+        log.info("run %s: resuming after epoch %d", record.run_id, state.epoch)
+    atomic_write_text(record.config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    record.write_metrics(state.metrics)
     record.write_summary(summary)
-
+    device = torch.device(cfg.device)
     features = torch.from_numpy(data.features).to(device)
     gold = torch.from_numpy(data.gold.astype(np.int64)).to(device)
-    n_examples = len(gold)
-    tracker = make_tracker(
-        cfg.logger, run_name=record.run_id, run_id=record.run_id, config=resolved,
-        group=cfg.experiment_name, tags=[cfg.optimizer.name, f"batch{cfg.batch_size}"],
-        directory=cfg.logger.dir, job_type="train",
-    )  # fmt: skip
-    meter = ResourceMeter()
-    status, reason = "completed", None
-    with tracker:
-        meter.start()
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            model.train()
-            order = torch.randperm(n_examples, generator=generator).to(device)
-            # Running sums stay on the device: no host sync per step, only at log points.
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
-            epoch_start = time.perf_counter()
-            progress = _progress(n_batches, epoch, cfg.epochs)
-            for b in range(n_batches):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x, y = features[idx], gold[idx]
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                if averaged is not None:
-                    averaged.update_parameters(model)
-                detached = loss.detach()
-                loss_sum += detached * len(y)
-                window_loss += detached
-                window_steps += 1
-                correct += (logits.detach().argmax(1) == y).sum()
-                if window_steps == cfg.log_every or b == n_batches - 1:
-                    step = (epoch - 1) * n_batches + b + 1
-                    mean_loss = float(window_loss) / window_steps
-                    metrics.append(
-                        {"kind": "step", "epoch": epoch, "step": step, "loss": mean_loss}
-                    )
-                    tracker.log_step(step, {"train/loss": mean_loss})
-                    window_loss.zero_()
-                    window_steps = 0
-                    progress.update(cfg.log_every)
-                    if not math.isfinite(mean_loss):
-                        status, reason = "diverged", f"non-finite training loss at step {step}"
-                        break
-            progress.close()
-            if status == "diverged":
-                record.write_metrics(metrics)  # keep the losses that led up to it
-                log.warning("run %s diverged in epoch %d: %s", record.run_id, epoch, reason)
+    with _tracker(cfg, record, resolved) as tracker:
+        state.meter = ResourceMeter().start()
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            trained = train_epoch(cfg, state, features, gold, epoch, tracker)
+            if trained.diverged is not None:
+                summary.status, summary.reason = Status.DIVERGED, trained.diverged
+                record.write_metrics(state.metrics)  # keep the losses
+                log.warning(
+                    "run %s diverged in epoch %d: %s", record.run_id, epoch, trained.diverged
+                )
                 break
-            train_time = time.perf_counter() - epoch_start
-            usage = meter.mark_epoch()
-            meter.pause()  # dev parsing is evaluation, not training time
-            dev_scores, _, _ = evaluate(evaluated, data, data.dev, cfg)
-            meter.resume()
-            row = {
-                "kind": "epoch",
-                "epoch": epoch,
-                "train_loss": float(loss_sum) / n_examples,
-                "train_accuracy": int(correct) / n_examples,
-                **{
-                    f"dev_{k}": v for k, v in dev_scores.items() if k.endswith(("_micro", "_macro"))
-                },
-                "epoch_time_s": round(train_time, 3),
-                "examples_per_s": round(n_examples / train_time, 1),
-                "cpu_percent": usage.get("cpu_percent"),
-                "system_cpu_percent": usage.get("system_cpu_percent"),
-                "rss_mb": usage.get("rss_mb"),
-            }
-            metrics.append(row)
-            tracker.log_epoch(epoch, {k: v for k, v in row.items() if k not in ("kind", "epoch")})
+            row = evaluate_epoch(cfg, state, data, epoch, trained)
+            tracker.log_epoch(
+                epoch, {k: v for k, v in row.to_dict().items() if k not in ("kind", "epoch")}
+            )
             log.info(
                 "run %s epoch %d/%d: loss %.4f acc %.4f dev LAS %.4f UAS %.4f (%.1f s)",
-                record.run_id, epoch, cfg.epochs, row["train_loss"], row["train_accuracy"],
-                row["dev_las_micro"], row["dev_uas_micro"], train_time,
+                record.run_id, epoch, cfg.epochs, row.train_loss, row.train_accuracy,
+                row.dev_las_micro, row.dev_uas_micro, trained.seconds,
             )  # fmt: skip
-            if best is None or row["dev_las_micro"] > best["dev"]["las_micro"]:
-                best = {
-                    "epoch": epoch,
-                    "dev": dev_scores,
-                    "model": copy.deepcopy(evaluated.state_dict()),
-                }
-            summary["epochs_completed"] = epoch
-            record.write_metrics(metrics)
+            state.epoch = summary.epochs_completed = epoch
+            record.write_metrics(state.metrics)
             if cfg.checkpoint and epoch < cfg.epochs:
-                totals = meter.peek()
-                _save_checkpoint(
-                    record.checkpoint_path,
-                    {
-                        "run_id": record.run_id, "epoch": epoch, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "rng": _rng_state(generator),
-                        "metrics": metrics, "best": best,
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "averaged": averaged.state_dict() if averaged is not None else None,
-                        "elapsed": {"runtime_s": elapsed["runtime_s"] + totals["runtime_s"],
-                                    "cpu_s": elapsed["cpu_s"] + totals["cpu_s"]},
-                    },
-                )  # fmt: skip
+                save_checkpoint(record.checkpoint_path, state)
             record.write_summary(summary)
             _fault_hook("kill_after_epoch", epoch)
-        usage = meter.stop()
-
-        resources = {
-            **usage,
-            "runtime_s": round(elapsed["runtime_s"] + usage["runtime_s"], 3),
-            "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "torch_threads": cfg.torch_threads,
-            "data_load_s": data.stats["read_s"],
-            "featurize_s": data.stats["featurize_s"],
-        }
-        resources["runtime_min"] = round(resources["runtime_s"] / 60, 3)
-        if elapsed["runtime_s"] > 0:  # resumed: CPU% over all segments of the run
-            cpu_s = elapsed["cpu_s"] + usage["cpu_s"]
-            resources["cpu_percent"] = round(
-                100 * cpu_s / resources["runtime_s"] / usage["usable_cores"], 2
-            )
-        epoch_rows = [m for m in metrics if m["kind"] == "epoch"]
-        if epoch_rows:
-            times = [m["epoch_time_s"] for m in epoch_rows]
-            resources["epoch_time_s_mean"] = round(float(np.mean(times)), 3)
-            resources["examples_per_s"] = round(n_examples * len(times) / sum(times), 1)
-
-        if status == "completed":
-            final_dev = epoch_rows[-1]
-            test_scores, heads, rels = evaluate(evaluated, data, data.test, cfg)
-            write_conllu(record.predictions_path, data.test.sentences, heads, rels)
-            evaluated.load_state_dict(best["model"])
-            best_test, _, _ = evaluate(evaluated, data, data.test, cfg)
-            summary["final"] = {
-                "train_loss": final_dev["train_loss"],
-                "train_accuracy": final_dev["train_accuracy"],
-                "dev": {k[4:]: v for k, v in final_dev.items() if k.startswith("dev_")},
-                "test": test_scores,
-            }
-            summary["best_dev"] = {"epoch": best["epoch"], "dev": best["dev"], "test": best_test}
-        summary.update(
-            status=status, reason=reason, resources=resources,
-            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )  # fmt: skip
-        summary["provenance"]["finished_at"] = summary.pop("finished_at")
+        summary.resources = _resources(cfg, state, data, state.meter.stop())
+        if summary.status == Status.RUNNING:
+            summary.status = Status.COMPLETED
+            _score_test(cfg, state, data, record, summary)
+        summary.provenance["finished_at"] = _now()
         record.write_summary(summary)
-        tracker.log_summary(_flat_summary(summary))
-        record_files = (record.config_path, record.metrics_path, record.summary_path,
-                        record.predictions_path)  # fmt: skip
-        tracker.log_files(f"record-{record.run_id}", "run-record",
-                          [p for p in record_files if p.is_file()])  # fmt: skip
+        tracker.log_summary(summary.flat())
+        _log_record(tracker, record)
     record.checkpoint_path.unlink(missing_ok=True)
     return summary
 
 
-def _flat_summary(summary: dict) -> dict:
-    keep = {
-        k: summary.get(k) for k in ("status", "optimizer", "optimizer_impl", "batch_size", "seed")
-    }
-    for section in ("final", "best_dev", "resources"):
-        for k, v in (summary.get(section) or {}).items():
-            if isinstance(v, dict):
-                keep.update({f"{section}/{k}/{kk}": vv for kk, vv in v.items()})
-            elif not isinstance(v, (list, dict)):
-                keep[f"{section}/{k}"] = v
-    return keep
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _new_summary(cfg: DictConfig, record: RunDir, data: ParserData, impl: str) -> RunSummary:
+    return RunSummary(
+        run_id=record.run_id, status=Status.RUNNING, optimizer=cfg.optimizer.name,
+        optimizer_impl=impl, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
+        experiment=cfg.experiment_name, group=cfg.experiment_name, data=data.stats,
+        provenance={**provenance(), "started_at": _now()},
+    )  # fmt: skip
+
+
+def _tracker(cfg: DictConfig, record: RunDir, resolved: dict) -> Tracker:
+    return make_tracker(
+        cfg.logger, run_name=record.run_id, run_id=record.run_id, config=resolved,
+        group=cfg.experiment_name, tags=[cfg.optimizer.name, f"batch{cfg.batch_size}"],
+        directory=cfg.logger.dir, job_type="train",
+    )  # fmt: skip
+
+
+def _log_record(tracker: Tracker, record: RunDir) -> None:
+    """The run's record files as a W&B artifact (offline-safe: `wandb sync` uploads it)."""
+    files = (record.config_path, record.metrics_path, record.summary_path, record.predictions_path)
+    tracker.log_files(f"record-{record.run_id}", "run-record", [p for p in files if p.is_file()])
+
+
+@dataclass
+class EpochTraining:
+    """One epoch's pass over the training set (without dev parsing)."""
+
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+    examples: int
+    diverged: str | None = None  # why training stopped in this epoch
+
+
+def train_epoch(
+    cfg: DictConfig, state: TrainingState, features: torch.Tensor, gold: torch.Tensor,
+    epoch: int, tracker: Tracker,
+) -> EpochTraining:  # fmt: skip
+    """One shuffled pass of minibatch steps; logs the mean loss every ``log_every`` steps and
+    stops at the first non-finite one."""
+    model, optimizer, device = state.model, state.optimizer, features.device
+    model.train()
+    n_examples = len(gold)
+    n_batches = math.ceil(n_examples / cfg.batch_size)
+    order = torch.randperm(n_examples, generator=state.generator).to(device)
+    # Running sums stay on the device: no host sync per step, only at log points.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
+    diverged = None
+    epoch_start = time.perf_counter()
+    progress = _progress(n_batches, epoch, cfg.epochs)
+    for b in range(n_batches):
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x, y = features[idx], gold[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
+        loss.backward()
+        optimizer.step()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        if state.averaged is not None:
+            state.averaged.update_parameters(model)
+        detached = loss.detach()
+        loss_sum += detached * len(y)
+        window_loss += detached
+        window_steps += 1
+        correct += (logits.detach().argmax(1) == y).sum()
+        if window_steps == cfg.log_every or b == n_batches - 1:
+            step = (epoch - 1) * n_batches + b + 1
+            mean_loss = float(window_loss) / window_steps
+            state.metrics.append(StepRow(epoch=epoch, step=step, loss=mean_loss))
+            tracker.log_step(step, {"train/loss": mean_loss})
+            window_loss.zero_()
+            window_steps = 0
+            progress.update(cfg.log_every)
+            if not math.isfinite(mean_loss):
+                diverged = f"non-finite training loss at step {step}"
+                break
+    progress.close()
+    seconds = time.perf_counter() - epoch_start
+    return EpochTraining(
+        train_loss=float(loss_sum) / n_examples, train_accuracy=int(correct) / n_examples,
+        seconds=seconds, examples=n_examples, diverged=diverged,
+    )  # fmt: skip
+
+
+def evaluate_epoch(
+    cfg: DictConfig, state: TrainingState, data: ParserData, epoch: int, trained: EpochTraining
+) -> EpochRow:
+    """Close the epoch's resource window, score dev, note the best epoch; returns its row."""
+    assert state.meter is not None
+    usage = state.meter.mark_epoch()
+    state.meter.pause()  # dev parsing is evaluation, not training time
+    dev = Scores.from_dict(evaluate(state.evaluated, data, data.dev, cfg)[0])
+    state.meter.resume()
+    row = EpochRow(
+        epoch=epoch, train_loss=trained.train_loss, train_accuracy=trained.train_accuracy,
+        dev_uas_micro=dev.uas_micro, dev_las_micro=dev.las_micro,
+        dev_uas_macro=dev.uas_macro, dev_las_macro=dev.las_macro,
+        epoch_time_s=round(trained.seconds, 3),
+        examples_per_s=round(trained.examples / trained.seconds, 1),
+        cpu_percent=usage.get("cpu_percent"), system_cpu_percent=usage.get("system_cpu_percent"),
+        rss_mb=usage.get("rss_mb"), others_cpu_percent=usage.get("others_cpu_percent"),
+        steal_percent=usage.get("steal_percent"), contended=usage.get("contended"),
+    )  # fmt: skip
+    state.metrics.append(row)
+    state.note_dev(epoch, dev)
+    return row
+
+
+def _resources(cfg: DictConfig, state: TrainingState, data: ParserData, usage: dict) -> Resources:
+    """The run's cost: this segment's meter totals, with runtime, CPU time and contention over
+    every segment."""
+    total = {key: state.elapsed[key] + usage[key] for key in ELAPSED_KEYS}
+    runtime_s = round(total["runtime_s"], 3)
+    cores = usage["usable_cores"]
+    cpu_percent = usage["cpu_percent"]
+    if state.elapsed["runtime_s"] > 0:  # resumed: CPU% over all segments of the run
+        cpu_percent = round(100 * total["cpu_s"] / runtime_s / cores, 2)
+    times = [row.epoch_time_s for row in state.epoch_rows()]
+    examples = len(data.gold) * len(times)
+    return Resources(
+        **{**usage, "runtime_s": runtime_s, "runtime_min": round(runtime_s / 60, 3),
+           "cpu_percent": cpu_percent,
+           "system_busy_s": round(total["system_busy_s"], 3),
+           "steal_s": round(total["steal_s"], 3),
+           **contention(total["runtime_s"], total["cpu_s"], total["system_busy_s"],
+                        total["steal_s"], cores)},
+        cpu_s_per_1k_examples=round(1000 * total["cpu_s"] / examples, 4) if examples else None,
+        optimizer_state_bytes=optimizer_state_bytes(state.optimizer),
+        n_parameters=sum(p.numel() for p in state.model.parameters()),
+        torch_threads=cfg.torch_threads, data_load_s=data.stats["read_s"],
+        featurize_s=data.stats["featurize_s"],
+        epoch_time_s_mean=round(float(np.mean(times)), 3) if times else None,
+        examples_per_s=round(len(data.gold) * len(times) / sum(times), 1) if times else None,
+    )  # fmt: skip
+
+
+def _score_test(
+    cfg: DictConfig, state: TrainingState, data: ParserData, record: RunDir, summary: RunSummary
+) -> None:
+    """Test scores of the final model (its parses saved) and of the best-dev epoch's."""
+    last = state.epoch_rows()[-1]
+    test, heads, rels = evaluate(state.evaluated, data, data.test, cfg)
+    write_conllu(record.predictions_path, data.test.sentences, heads, rels)
+    summary.final = FinalScores(
+        train_loss=last.train_loss, train_accuracy=last.train_accuracy,
+        dev=Scores.from_dict(last.dev()), test=Scores.from_dict(test),
+    )  # fmt: skip
+    assert state.best is not None
+    state.evaluated.load_state_dict(state.best.weights)
+    best_test = evaluate(state.evaluated, data, data.test, cfg)[0]
+    summary.best_dev = BestDev(
+        epoch=state.best.epoch, dev=state.best.dev, test=Scores.from_dict(best_test)
+    )
 
 
 def _progress(total: int, epoch: int, epochs: int):
@@ -443,8 +407,8 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"sm3repro: error: {err}", file=sys.stderr)
         sys.exit(2)
-    test = (summary.get("final") or {}).get("test") or {}
-    return test.get("las_macro")
+    # What a Hydra sweeper optimises: a dev score, never test.
+    return RunSummary.from_dict(summary).dev_metric(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

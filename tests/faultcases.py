@@ -266,18 +266,22 @@ def kill_after_checkpoint(lab: Lab) -> Outcome:
     return out
 
 
-# Moments in a sweep: (description, condition on the results folder, data set to use).
-def _any(pattern: str) -> Callable[[Path], bool]:
-    return lambda results: any((results / "runs").glob(pattern))
+# Moments in a sweep: (description, condition on the results folder and the output so far,
+# data set to use).
+def _any(pattern: str) -> Callable[[Path, str], bool]:
+    return lambda results, output: any((results / "runs").glob(pattern))
 
 
-POINTS: dict[str, tuple[Callable[[Path], bool], str]] = {
-    # the run folder's lock is taken just before the data is read (full EWT: ~2 s)
-    "during data loading": (_any("*/.lock"), "full"),
+POINTS: dict[str, tuple[Callable[[Path, str], bool], str]] = {
+    # the first run has said it is reading the data (full EWT: ~2 s); no run folder exists yet
+    "during data loading": (lambda results, output: "loading data" in output, "full"),
     # the checkpoint after epoch 1 exists: the run is in epoch 2 (training or dev parsing)
     "mid-epoch": (_any("*/checkpoint.pt"), "mini"),
     # the second run's folder exists: the first run has finished
-    "in the second run": (lambda r: len(list((r / "runs").glob("*/config.yaml"))) >= 2, "mini"),
+    "in the second run": (
+        lambda results, output: len(list((results / "runs").glob("*/config.yaml"))) >= 2,
+        "mini",
+    ),
 }
 
 
@@ -288,7 +292,7 @@ def signal_at(lab: Lab, sig: signal.Signals, point: str) -> Outcome:
     data = lab.bench.full_data if dataset == "full" else lab.bench.data
     out = Outcome(f"{sig.name} {point}", "no half record; rerun = reference")
     live = lab.start(*SWEEP, data=data)
-    reached = live.wait_for(lambda: condition(lab.results), timeout=240)
+    reached = live.wait_for(lambda: condition(lab.results, live.text()), timeout=240)
     before = finished_records(lab.results)
     live.send(sig, group=sig == signal.SIGINT)
     proc = live.finish()
@@ -301,6 +305,9 @@ def signal_at(lab: Lab, sig: signal.Signals, point: str) -> Outcome:
     if sig == signal.SIGINT:
         out.check("sm3repro: interrupted" in proc.stderr, "no 'interrupted' message")
     out.check(not summaries_parse(lab.results), "; ".join(summaries_parse(lab.results)))
+    if point == "during data loading":  # the run folder is made only after loading
+        folders = [p.name for p in lab.results.glob("runs/*")]
+        out.check(not folders, f"run folders left by a run stopped while loading: {folders}")
     states = [json.loads(p.read_text())["status"] for p in lab.results.glob("runs/*/summary.json")]
     out.observed += f", records {', '.join(sorted(states)) or 'none'}"
     _rerun_and_compare(out, lab, before, data=data)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sm3repro.data.download import EWT_FILES
-from sm3repro.records import FINISHED, RunDir
+from sm3repro.records import RunDir
+from sm3repro.run_record import FINISHED, Status
 
 # Tiny, single-threaded runs: the box has two shared cores. Two epochs, so that a checkpoint
 # exists between them; logging to W&B only where a case is about W&B.
@@ -319,7 +320,7 @@ def summaries_parse(results: Path) -> list[str]:
             status = json.loads(path.read_text()).get("status")
         except (ValueError, AttributeError) as err:
             status = f"unreadable ({err})"
-        if status not in (*FINISHED, "running"):
+        if status not in (*FINISHED, Status.RUNNING):
             problems.append(f"{path.parent.name}/summary.json is damaged: status {status}")
     return problems
 

@@ -12,6 +12,16 @@ import math
 from pathlib import Path
 
 from sm3repro.report.experiment import grid_run_ids, has_grid
+from sm3repro.run_record import (
+    BestDev,
+    EpochRow,
+    FinalScores,
+    Resources,
+    RunSummary,
+    Scores,
+    Status,
+    StepRow,
+)
 
 OPTIMIZERS = ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
 N_PARAMS = 1_600_000
@@ -94,25 +104,24 @@ def make_run(
     epochs: int,
     experiment: str = "paper",
 ) -> tuple[dict, list[dict]]:
-    """One run's summary.json and metrics.jsonl rows from its (already noisy) values."""
+    """One run's summary.json and metrics.jsonl rows from its (already noisy) values, built
+    through the run record's schema (sm3repro.run_record) so they have the keys train writes."""
     run_id = grid_run_id(optimizer, batch_size, seed, experiment)
     final_loss, first_loss = values["train_loss"], values["loss_epoch1"]
-    metrics: list[dict] = []
+    metrics: list[StepRow | EpochRow] = []
     for epoch in range(1, epochs + 1):
         # geometric approach from the epoch-1 loss to the final loss
         w = 0.0 if epochs == 1 else 0.35 ** (epoch - 1) * (1 - (epoch - 1) / (epochs - 1))
         loss = final_loss + (first_loss - final_loss) * w
         for step in (50, 100):
-            metrics.append(
-                dict(kind="step", epoch=epoch, step=step + (epoch - 1) * 100, loss=loss * 1.05)
-            )
+            metrics.append(StepRow(epoch=epoch, step=step + (epoch - 1) * 100, loss=loss * 1.05))
         progress = epoch / epochs
         metrics.append(
-            dict(kind="epoch", epoch=epoch, train_loss=loss, train_accuracy=1 - loss / 3,
-                 dev_uas_micro=values["uas_macro"] * progress + 0.01, dev_las_micro=values["las_macro"] * progress + 0.01,
-                 dev_uas_macro=values["uas_macro"] * (0.9 + 0.1 * progress), dev_las_macro=values["las_macro"] * (0.9 + 0.1 * progress),
-                 epoch_time_s=values["runtime_min"] * 60 / epochs, examples_per_s=values["examples_per_s"],
-                 cpu_percent=values["cpu_percent"], rss_mb=values["peak_rss_mb"] - 5)
+            EpochRow(epoch=epoch, train_loss=loss, train_accuracy=1 - loss / 3,
+                     dev_uas_micro=values["uas_macro"] * progress + 0.01, dev_las_micro=values["las_macro"] * progress + 0.01,
+                     dev_uas_macro=values["uas_macro"] * (0.9 + 0.1 * progress), dev_las_macro=values["las_macro"] * (0.9 + 0.1 * progress),
+                     epoch_time_s=values["runtime_min"] * 60 / epochs, examples_per_s=values["examples_per_s"],
+                     cpu_percent=values["cpu_percent"], system_cpu_percent=None, rss_mb=values["peak_rss_mb"] - 5)
         )  # fmt: skip
     scores = dict(
         uas_micro=values["uas_macro"] + 0.01,
@@ -120,54 +129,56 @@ def make_run(
         uas_macro=values["uas_macro"],
         las_macro=values["las_macro"],
     )
-    summary = {
-        "run_id": run_id,
-        "status": "completed",
-        "optimizer": optimizer,
-        "optimizer_impl": f"sm3repro.SM3(variant={optimizer[4:]})"
+    dev = Scores(**{k: v + 0.005 for k, v in scores.items()})
+    summary = RunSummary(
+        run_id=run_id,
+        status=Status.COMPLETED,
+        optimizer=optimizer,
+        optimizer_impl=f"sm3repro.SM3(variant={optimizer[4:]})"
         if optimizer.startswith("sm3")
         else f"torch.optim.{optimizer}",
-        "batch_size": batch_size,
-        "seed": seed,
-        "epochs": epochs,
-        "epochs_completed": epochs,
-        "experiment": experiment,
-        "group": experiment,
-        "final": {
-            "train_loss": final_loss,
-            "train_accuracy": values["train_accuracy"],
-            "dev": {k: v + 0.005 for k, v in scores.items()},
-            "test": scores,
-        },
-        "best_dev": {
-            "epoch": epochs,
-            "dev": {k: v + 0.005 for k, v in scores.items()},
-            "test": scores,
-        },
-        "resources": {
-            "runtime_s": values["runtime_min"] * 60,
-            "runtime_min": values["runtime_min"],
-            "cpu_percent": values["cpu_percent"],
-            "cpu_percent_peak": values["cpu_percent"] + 10,
-            "system_cpu_percent_mean": values["cpu_percent"] + 5,
-            "peak_rss_mb": values["peak_rss_mb"],
-            "optimizer_state_bytes": int(values["optimizer_state_bytes"]),
-            "n_parameters": N_PARAMS,
-            "examples_per_s": values["examples_per_s"],
-            "epoch_time_s_mean": values["runtime_min"] * 60 / epochs,
-            "data_load_s": 1.2,
-            "featurize_s": 0.2,
-            "torch_threads": 2,
-            "usable_cores": 2,
-        },
-        "data": {
+        batch_size=batch_size,
+        seed=seed,
+        epochs=epochs,
+        epochs_completed=epochs,
+        experiment=experiment,
+        group=experiment,
+        final=FinalScores(
+            train_loss=final_loss,
+            train_accuracy=values["train_accuracy"],
+            dev=dev,
+            test=Scores(**scores),
+        ),
+        best_dev=BestDev(epoch=epochs, dev=dev, test=Scores(**scores)),
+        resources=Resources(
+            runtime_s=values["runtime_min"] * 60,
+            runtime_min=values["runtime_min"],
+            cpu_s=values["runtime_min"] * 60 * values["cpu_percent"] / 100 * 2,
+            cpu_percent=values["cpu_percent"],
+            cpu_percent_peak=values["cpu_percent"] + 10,
+            system_cpu_percent_mean=values["cpu_percent"] + 5,
+            peak_rss_mb=values["peak_rss_mb"],
+            peak_rss_is_process_lifetime=False,
+            sampled_rss_peak_mb=values["peak_rss_mb"],
+            paused_s=1.0,
+            usable_cores=2,
+            samples=int(values["runtime_min"] * 120),
+            optimizer_state_bytes=int(values["optimizer_state_bytes"]),
+            n_parameters=N_PARAMS,
+            torch_threads=2,
+            data_load_s=1.2,
+            featurize_s=0.2,
+            examples_per_s=values["examples_per_s"],
+            epoch_time_s_mean=values["runtime_min"] * 60 / epochs,
+        ),
+        data={
             "name": "ud_ewt",
             "train_sentences": 12_544,
             "train_examples": 392_214,
             "skipped_nonprojective": 288,
             "checksums": {"train": "a" * 64, "dev": "b" * 64, "test": "c" * 64},
         },
-        "provenance": {
+        provenance={
             "git_commit": "4c9ffa2",
             "git_dirty": False,
             "packages": {"torch": "2.13.0", "numpy": "2.3.0"},
@@ -179,9 +190,8 @@ def make_run(
             "started_at": "2025-01-01T00:00:00+00:00",
             "finished_at": f"2025-01-01T01:{seed:02d}:00+00:00",
         },
-        "reason": None,
-    }
-    return summary, metrics
+    )
+    return summary.to_dict(), [row.to_dict() for row in metrics]
 
 
 def write_run(results_dir: Path, summary: dict, metrics: list[dict]) -> Path:
@@ -222,7 +232,9 @@ def write_results(
     if bad_runs:
         diverged, metrics = make_run("adam", 512, 99, BASE[("adam", 512)], epochs)
         diverged.update(
-            status="diverged", reason="loss became NaN at epoch 2", run_id="adam-b512-s99-diverged"
+            status=Status.DIVERGED.value,
+            reason="loss became NaN at epoch 2",
+            run_id="adam-b512-s99-diverged",
         )
         write_run(results_dir, diverged, metrics[:3])
         truncated, metrics = make_run("sgd", 64, 98, BASE[("sgd", 64)], epochs)

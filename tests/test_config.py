@@ -259,11 +259,11 @@ def test_added_keys_enter_the_run_id_only_when_set(ewt_overrides):
 def test_lr_schedules_decay_to_zero_by_the_last_step(schedule):
     import torch
 
-    from sm3repro.train import _lr_scheduler
+    from sm3repro.training_state import lr_scheduler
 
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.SGD([weight], lr=0.01)
-    scheduler = _lr_scheduler(optimizer, schedule, total_steps=100)
+    scheduler = lr_scheduler(optimizer, schedule, total_steps=100)
     seen = []
     for _ in range(100):
         seen.append(optimizer.param_groups[0]["lr"])
@@ -272,4 +272,4 @@ def test_lr_schedules_decay_to_zero_by_the_last_step(schedule):
     assert seen[0] == pytest.approx(0.01) and seen[50] == pytest.approx(0.005, abs=1e-4)
     assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
-    assert _lr_scheduler(optimizer, "constant", 100) is None
+    assert lr_scheduler(optimizer, "constant", 100) is None

@@ -73,7 +73,9 @@ def test_every_name_builds_and_steps(name: str, impl: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     if spec.cls is SM3:
         assert optimizer.defaults["variant"] == spec.fixed["variant"]
-        assert label == f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims, kernel=fused-cpp)"
+        assert (
+            label == f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims, kernel=fused-cpp)"
+        )
         return
     # CPU float parameters: torch's fused kernel applies wherever the class has one.
     fused = impl == "fastest" and "cpu" in spec.fused_devices()

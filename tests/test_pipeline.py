@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SMALL, harness_env, read_records
 from wandb_offline import read_offline_run
 
@@ -163,3 +164,51 @@ def test_bad_treebank_fails_with_one_line_naming_file_and_line(run_harness, tmp_
     message = proc.stderr.strip().splitlines()[-1]
     assert "en_ewt-ud-train.conllu:1:" in message and "HEAD" in message
     assert "Traceback" not in proc.stderr
+
+
+def test_a_kill_while_loading_or_building_leaves_no_run_folder(run_harness, tmp_path, ewt_dir):
+    """SIGKILL at the last moment before the run folder is made (data loaded, optimizer
+    built): nothing is left under results/runs, and the rerun trains from scratch."""
+    args = [*SMALL, "logger=none"]
+    env = harness_env(tmp_path, ewt_dir, SM3REPRO_FAULT="kill_before_run_folder")
+    killed = run_harness(*args, env=env, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "loading data" in killed.stdout + killed.stderr
+    assert list((tmp_path / "results" / "runs").iterdir()) == []
+    run_harness(*args)
+    [summary] = read_records(tmp_path / "results").values()
+    assert summary["status"] == "completed" and "resumed_from_epoch" not in summary
+
+
+def test_main_returns_the_configured_dev_metric_never_test(tmp_path, ewt_dir, monkeypatch):
+    """What a Hydra sweeper optimises: a dev score named by ``optimized_metric``."""
+    from hydra import compose, initialize_config_dir
+
+    from sm3repro import train
+    from sm3repro.config import ConfigError
+    from sm3repro.train import CONF_DIR, main, run
+
+    # In process: keep glibc's trim threshold as it was, or later RSS tests in this pytest
+    # process see freed memory reused instead of new pages.
+    monkeypatch.setattr(train, "_tune_malloc", lambda: None)
+
+    overrides = [*SMALL, "epochs=2", "logger=none", f"data.dir={ewt_dir}",
+                 f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    threads, on_sigterm = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            final = main(compose("config", overrides=overrides))  # trains
+            best = main(
+                compose("config", overrides=[*overrides, "optimized_metric=best_dev.dev.uas_micro"])
+            )
+            bad = compose("config", overrides=[*overrides, "optimized_metric=final.test.las_macro"])
+            with pytest.raises(ConfigError, match="optimized_metric='final.test.las_macro'"):
+                run(bad)
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    [summary] = read_records(tmp_path / "results").values()  # the second call was a skip
+    assert final == summary["final"]["dev"]["las_macro"] != summary["final"]["test"]["las_macro"]
+    assert (
+        best == summary["best_dev"]["dev"]["uas_micro"] != summary["best_dev"]["test"]["uas_micro"]
+    )
