@@ -122,7 +122,7 @@ def test_unknown_key_and_wrong_type_name_the_key(ewt_overrides):
         ("data.labels=coarse", "data.labels"),
         ("optimizer.cover=bad", "optimizer.cover"),
         ("optimizer.impl=turbo", "optimizer.impl"),
-        ("optimizer.impl=fused", "optimizer.impl"),  # SM3 has one implementation
+        ("optimizer.impl=foreach", "optimizer.impl"),  # SM3 has no foreach implementation
         ("optimizer.momentum=1.5", "optimizer.momentum"),  # SM3's own check
         ("optimizer.eps=-1", "optimizer.eps"),
     ],

@@ -9,7 +9,12 @@ import pytest
 
 from sm3repro.run_record import FINISHED, RunSummary, Status, metrics_row
 
-RUNS = sorted((Path(__file__).resolve().parent.parent / "results" / "runs").glob("*/summary.json"))
+# Finished records (the committed ones; a sweep running beside the tests adds unfinished ones).
+RUNS = sorted(
+    path
+    for path in (Path(__file__).resolve().parent.parent / "results" / "runs").glob("*/summary.json")
+    if json.loads(path.read_text()).get("status") in FINISHED
+)
 
 
 @pytest.mark.parametrize("path", RUNS, ids=[p.parent.name for p in RUNS])

@@ -52,7 +52,7 @@ def test_state_dict_then_load_state_dict_continues_identically() -> None:
         cpu_percent=99.0, system_cpu_percent=None, rss_mb=500.0,
     )]  # fmt: skip
     original.note_dev(1, Scores(uas_micro=0.3, las_micro=0.2, uas_macro=0.31, las_macro=0.21))
-    original.elapsed = {"runtime_s": 3.5, "cpu_s": 6.0}
+    original.elapsed = {"runtime_s": 3.5, "cpu_s": 6.0, "system_busy_s": 6.5, "steal_s": 0.25}
     checkpoint = _through_bytes(original.state_dict())
 
     _steps(original, 7)  # the uninterrupted run goes on...
@@ -66,9 +66,24 @@ def test_state_dict_then_load_state_dict_continues_identically() -> None:
         assert torch.equal(a, b)
     assert restored.scheduler.get_last_lr() == original.scheduler.get_last_lr()
     assert (restored.epoch, restored.metrics, restored.elapsed) == (1, original.metrics, {
-        "runtime_s": 3.5, "cpu_s": 6.0})  # fmt: skip
+        "runtime_s": 3.5, "cpu_s": 6.0, "system_busy_s": 6.5, "steal_s": 0.25})  # fmt: skip
     assert restored.best.epoch == 1 and restored.best.dev == original.best.dev
     assert all(torch.equal(restored.best.weights[k], v) for k, v in original.best.weights.items())
+
+
+def test_a_checkpoint_from_before_contention_metering_still_resumes() -> None:
+    original = _state(seed=0)
+    original.elapsed = {"runtime_s": 3.5, "cpu_s": 6.0, "system_busy_s": 6.5, "steal_s": 0.25}
+    checkpoint = _through_bytes(original.state_dict())
+    checkpoint["elapsed"] = {"runtime_s": 3.5, "cpu_s": 6.0}  # an older checkpoint's totals
+    restored = _state(seed=1)
+    restored.load_state_dict(checkpoint)
+    assert restored.elapsed == {
+        "runtime_s": 3.5,
+        "cpu_s": 6.0,
+        "system_busy_s": 0.0,
+        "steal_s": 0.0,
+    }
 
 
 def test_a_checkpoint_of_another_run_is_refused() -> None:
