@@ -70,12 +70,13 @@ def _row(overrides: list[str], summary: dict, wall_s: float) -> dict:
 def _worker(index: int, args: argparse.Namespace, scratch: str) -> None:
     from hydra import compose, initialize_config_dir
 
-    from sm3repro.train import CONF_DIR, run
+    from sm3repro.paths import config_dir
+    from sm3repro.train import run
 
     start = time.time()
     common = ["experiment=best_parser", "logger=none", "checkpoint=false", f"device={args.device}",
               f"results_dir={scratch}/runs{index}", f"cache_dir={scratch}/cache"]  # fmt: skip
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for k, overrides in enumerate(variants()):
             if k % args.workers != index or time.time() - start > args.budget:
                 continue

@@ -34,13 +34,14 @@ from sm3repro.metrics import attachment_scores
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.decode import parse
 from sm3repro.parser.model import ChenManningParser
+from sm3repro.paths import config_dir
 from sm3repro.provenance import provenance
 from sm3repro.records import RunDir, RunLocked, atomic_write_bytes, atomic_write_text, run_id_for
 from sm3repro.resources import ResourceMeter
 from sm3repro.tracking import make_tracker
 
 log = logging.getLogger("sm3repro")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(config_dir())  # conf/ in a checkout, sm3repro/conf in a wheel
 
 
 def _tune_malloc() -> None:

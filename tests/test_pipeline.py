@@ -12,6 +12,8 @@ from wandb_offline import read_offline_run
 
 from sm3repro.data.treebank import read_treebank
 
+pytestmark = pytest.mark.slow  # every test runs the harness in subprocesses
+
 SCORES = {"uas_micro", "las_micro", "uas_macro", "las_macro"}
 RESOURCES = {
     "runtime_s", "runtime_min", "cpu_percent", "cpu_percent_peak", "system_cpu_percent_mean",

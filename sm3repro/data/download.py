@@ -175,7 +175,8 @@ def fetch_ewt(
 ) -> list[Path]:
     """Put the verified EWT train/dev/test files in ``dest`` and return their paths.
 
-    Files already in ``dest`` with the right checksum are kept. With ``mirror`` the files
+    Files already in ``dest`` with the right checksum are kept (nothing is written then, so a
+    complete read-only folder passes). With ``mirror`` the files
     are copied from that folder (and its LICENSE.txt too, if it has one); otherwise they
     are downloaded from ``base_url`` (default :data:`BASE_URL`). Without a license file
     from the mirror, a short attribution note (ATTRIBUTION.txt) is written next to them.
@@ -210,7 +211,7 @@ def fetch_ewt(
     # The license travels with the data: the mirror's LICENSE.txt, or else a short note.
     if mirror is not None and (mirror / LICENSE_FILE).is_file():
         _copy_from_mirror(mirror, dest, LICENSE_FILE, expected=None)
-    elif not (dest / LICENSE_FILE).is_file():
+    elif not (dest / LICENSE_FILE).is_file() and not (dest / ATTRIBUTION_FILE).is_file():
         note = io.BytesIO(ATTRIBUTION.encode())
         _write_verified(dest, ATTRIBUTION_FILE, note, None, origin="built-in")
     return paths

@@ -992,8 +992,9 @@ def _make_tracker(out_dir: Path, experiment: str | None) -> Any:
         sys.exit(
             f"--wandb needs sm3repro.tracking, which could not be imported ({err}). Rerun without --wandb."
         )
-    conf = Path(__file__).resolve().parents[2] / "conf" / "logger" / "wandb.yaml"
-    logger_cfg = OmegaConf.load(conf)
+    from sm3repro.paths import config_dir
+
+    logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return make_tracker(
         logger_cfg, run_name=f"report-{stamp}", run_id=f"report-{stamp}", config={"results": str(out_dir), "experiment": experiment},
