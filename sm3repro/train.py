@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from sm3repro import sweep_summary
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import EvalSet, ParserData, load_data
@@ -164,16 +165,23 @@ def run(cfg: DictConfig) -> dict:
     run_id = run_id_for(resolved)
     record = RunDir(cfg.results_dir, run_id)
     record.create()  # fails early, and clearly, on a read-only or full results folder
-    record.lock()
+    try:
+        record.lock()
+    except RunLocked:
+        sweep_summary.note(run_id, "locked")
+        raise
     try:
         if (previous := record.finished_summary()) is not None:
+            sweep_summary.note(run_id, "skipped")
             return _skip(record, previous)
         try:
             data = _load_data_once(cfg)
         except BaseException:
             record.discard_if_unstarted()  # bad data or Ctrl-C: leave no stray run folder
             raise
-        return _train(cfg, resolved, record, data)
+        summary = _train(cfg, resolved, record, data)
+        sweep_summary.note(run_id, "trained")
+        return summary
     finally:
         record.unlock()
 
