@@ -8,6 +8,7 @@ DATA_DIR := $(or $(SM3REPRO_DATA),data/ud-english-ewt)
 DATA_MIRROR ?=
 # Where the EWT release files are downloaded from; empty = the treebank's GitHub release tag.
 EWT_BASE_URL ?=
+DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),--base-url $(EWT_BASE_URL))
 # pip's index for torch alone; empty = pip's configuration (PyPI: the CUDA build on Linux).
 # CPU-only wheel: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
@@ -25,8 +26,7 @@ $(PY):
 install: $(PY)
 
 data: $(PY)
-	$(PY) -m sm3repro.data.download --dest $(DATA_DIR) $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) \
-		$(if $(EWT_BASE_URL),--base-url $(EWT_BASE_URL))
+	$(PY) -m sm3repro.data.download --dest $(DATA_DIR) $(DATA_SOURCE)
 
 # Both need the data: `make data` is a checksum check when the files are there.
 test: data

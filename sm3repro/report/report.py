@@ -680,7 +680,9 @@ def _save(fig: Figure, path_stem: Path) -> list[Path]:
     for ext in ("png", "pdf"):
         path = path_stem.with_suffix(f".{ext}")
         tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        # No creation date in the PDF: regenerating the same report leaves the files unchanged.
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=metadata)
         os.replace(tmp, path)  # readers never see a half-written figure
         paths.append(path)
     return paths
