@@ -2,9 +2,16 @@
 PYTHON   ?= python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
-DATA_DIR := data/ud-english-ewt
-# A local folder holding the EWT files (CI: ../shared/data/ud-english-ewt); empty = download.
+# Where the EWT files live: $SM3REPRO_DATA if set (the harness and the tests read it too).
+DATA_DIR := $(or $(SM3REPRO_DATA),data/ud-english-ewt)
+# A local folder holding the EWT files to copy into DATA_DIR; empty = download.
 DATA_MIRROR ?=
+# Where the EWT release files are downloaded from; empty = the treebank's GitHub release tag.
+EWT_BASE_URL ?=
+DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),--base-url $(EWT_BASE_URL))
+# pip's index for torch alone; empty = pip's configuration (PyPI: the CUDA build on Linux).
+# CPU-only wheel: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 ARGS     ?=
 
 .PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite clean
@@ -12,17 +19,22 @@ ARGS     ?=
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	# torch first and pinned exactly: any looser spec can pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first, pinned to the version the committed results were recorded with.
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 
 install: $(PY)
 
 data: $(PY)
-	$(PY) -m sm3repro.data.download --dest $(DATA_DIR) $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR))
+	$(PY) -m sm3repro.data.download --dest $(DATA_DIR) $(DATA_SOURCE)
 
-test: $(PY)
+# Both need the data: `make data` is a checksum check when the files are there.
+test: data
 	$(PY) -m pytest -q $(ARGS)
+
+# Without the end-to-end subprocess tests (marked slow): about a minute.
+test-fast: data
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(PY)
 	$(PY) -m ruff check sm3repro tests scripts
@@ -36,9 +48,11 @@ sweep: $(PY)
 	$(PY) -m sm3repro.train -m experiment=paper $(ARGS)
 
 # A few minutes: the same report from the smoke grid (300 sentences, 2 epochs), in results-smoke/.
-reproduce-smoke: data
-	SM3REPRO_RESULTS=results-smoke $(PY) -m sm3repro.train -m experiment=smoke logger=none $(ARGS)
+reproduce-smoke: data sweep-smoke
 	$(PY) -m sm3repro.report --results results-smoke
+
+sweep-smoke: $(PY)
+	SM3REPRO_RESULTS=results-smoke $(PY) -m sm3repro.train -m experiment=smoke logger=none $(ARGS)
 
 # Also logs the tables and figures to W&B as a report run in the sweep's group (offline unless
 # WANDB_MODE=online; WANDB_MODE=disabled skips it).

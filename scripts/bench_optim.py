@@ -44,19 +44,16 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sm3repro.data.download import EWT_FILES  # noqa: E402
 from sm3repro.data.treebank import read_treebank  # noqa: E402
 from sm3repro.data.vocab import TreebankView, Vocab  # noqa: E402
 from sm3repro.optim import SM3, optimizer_state_bytes, sm3_fused  # noqa: E402
 from sm3repro.parser.features import N_WORD_FEATURES, oracle_examples  # noqa: E402
 from sm3repro.parser.transitions import encode  # noqa: E402
+from sm3repro.paths import ewt_data_dir  # noqa: E402
 
-DEFAULT_TRAIN = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "data"
-    / "ud-english-ewt"
-    / "en_ewt-ud-train.conllu"
-)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRAIN = ewt_data_dir(REPO_ROOT) / EWT_FILES["train"]
 N_SPECIALS = 3  # padding, unknown, root
 EMBED, HIDDEN, N_FEATURES = 50, 200, 48
 LR = 0.01
@@ -218,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train.is_file():
         vocab, n_tags, n_labels = treebank_sizes(args.train)
     elif args.vocab_size is None:
-        parser.error(f"{args.train} not found: pass --train or --vocab-size")
+        parser.error(f"{args.train} not found: run `make data`, or pass --train or --vocab-size")
     else:
         vocab, n_tags, n_labels = args.vocab_size, 52, 54
     if args.vocab_size is not None:

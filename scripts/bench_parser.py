@@ -13,7 +13,6 @@ train in 5.0 s and parses test at ~3,400 sentences/s.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from sm3repro.parser.decode import parse
 from sm3repro.parser.features import cache_key, load_or_build, oracle_examples
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.parser.transitions import encode
+from sm3repro.paths import ewt_data_dir
 
 PEER_FEATURIZE_S = 5.0
 PEER_SENT_PER_S = 3400.0
@@ -42,7 +42,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    default_data = os.environ.get("SM3REPRO_DATA", "data/ud-english-ewt")
+    default_data = ewt_data_dir(Path(__file__).resolve().parent.parent)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=default_data, help="folder with en_ewt-ud-*.conllu")
     ap.add_argument("--threads", type=int, default=2)

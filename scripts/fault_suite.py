@@ -9,7 +9,7 @@ read-only and full mounts, malformed files, a W&B server that is refused or neve
 against a small reference sweep; see tests/faultcases.py. The table lists fault, expected
 behaviour, observed behaviour and pass/fail; the last line counts faults tried, faults handled
 and finished records lost (present before a fault, missing or changed after it). Needs the
-EWT mirror ($SM3REPRO_DATA_MIRROR, default ../shared/data/ud-english-ewt) and, for the
+EWT files ($SM3REPRO_DATA, else data/ud-english-ewt: `make data`) and, for the
 storage cases, root (tmpfs mounts; without it they fall back to chattr / RLIMIT_FSIZE).
 Exit status 0 when every fault was handled.
 """
@@ -17,7 +17,6 @@ Exit status 0 when every fault was handled.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -31,17 +30,17 @@ from faultlib import Bench, Lab, Outcome  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from sm3repro.data.download import EWT_FILES  # noqa: E402
+from sm3repro.paths import ewt_data_dir  # noqa: E402
 
 
-def _mirror(arg: str | None) -> Path:
-    folder = Path(
-        arg
-        or os.environ.get("SM3REPRO_DATA_MIRROR")
-        or REPO_ROOT.parent / "shared" / "data" / "ud-english-ewt"
-    )
+def _ewt_folder(arg: str | None) -> Path:
+    folder = Path(arg) if arg else ewt_data_dir(REPO_ROOT)
     missing = [name for name in EWT_FILES.values() if not (folder / name).is_file()]
     if missing:
-        sys.exit(f"fault_suite: the EWT files are not in {folder} (missing {', '.join(missing)})")
+        sys.exit(
+            f"fault_suite: the EWT files are not in {folder} (missing {', '.join(missing)}); "
+            "run `make data`"
+        )
     return folder
 
 
@@ -49,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the cases make test runs")
     parser.add_argument("--only", help="only cases whose group or name contains this")
-    parser.add_argument("--data", help="the EWT mirror (default: $SM3REPRO_DATA_MIRROR)")
+    parser.add_argument(
+        "--data", help="the EWT folder (default: $SM3REPRO_DATA, else data/ud-english-ewt)"
+    )
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temp one)")
     args = parser.parse_args(argv)
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sm3repro-faults-"))
     started = time.monotonic()
     print(f"building the reference sweep in {workdir} ...", file=sys.stderr, flush=True)
-    bench = Bench.build(workdir / "bench", _mirror(args.data))
+    bench = Bench.build(workdir / "bench", _ewt_folder(args.data))
 
     outcomes: list[Outcome] = []
     for number, case in enumerate(cases, start=1):

@@ -22,7 +22,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from sm3repro import sweep_summary
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import ParserData, load_data
@@ -37,6 +37,7 @@ from sm3repro.evaluation import evaluate
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.optim.registry import sparse_rows_config
 from sm3repro.parser.model import ChenManningParser
+from sm3repro.paths import config_dir
 from sm3repro.provenance import provenance
 from sm3repro.records import RunDir, RunLocked, atomic_write_text, run_id_for
 from sm3repro.resources import ResourceMeter, contention
@@ -62,7 +63,7 @@ from sm3repro.training_state import (
 )
 
 log = logging.getLogger("sm3repro")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(config_dir())  # conf/ in a checkout, sm3repro/conf in a wheel
 
 
 def _tune_malloc() -> None:
@@ -116,19 +117,27 @@ def run(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     record = RunDir(cfg.results_dir, run_id_for(resolved))
     record.check_writable()  # fails early, and clearly, on a read-only or full results folder
-    if (previous := record.finished_summary()) is not None:
-        with record.locked():  # taking the lock also clears what a killed writer left
-            return _skip(record, previous)
-    log.info("run %s: loading data", record.run_id)
-    data = _load_data_once(cfg)
-    state, optimizer_impl = build(cfg, data, record.run_id)
-    _fault_hook("kill_before_run_folder")
-    record.create()  # only now: a run stopped while loading or building leaves no folder
-    with record.locked():
-        # Another sweep may have finished this run meanwhile (its warnings were given above).
-        if (previous := record.finished_summary(warn=False)) is not None:
-            return _skip(record, previous)
-        return _train(cfg, resolved, record, data, state, optimizer_impl).to_dict()
+    try:
+        if (previous := record.finished_summary()) is not None:
+            with record.locked():  # taking the lock also clears what a killed writer left
+                sweep_summary.note(record.run_id, "skipped")
+                return _skip(record, previous)
+        log.info("run %s: loading data", record.run_id)
+        data = _load_data_once(cfg)
+        state, optimizer_impl = build(cfg, data, record.run_id)
+        _fault_hook("kill_before_run_folder")
+        record.create()  # only now: a run stopped while loading or building leaves no folder
+        with record.locked():
+            # Another sweep may have finished this run meanwhile (its warnings were given above).
+            if (previous := record.finished_summary(warn=False)) is not None:
+                sweep_summary.note(record.run_id, "skipped")
+                return _skip(record, previous)
+            summary = _train(cfg, resolved, record, data, state, optimizer_impl).to_dict()
+    except RunLocked:
+        sweep_summary.note(record.run_id, "locked")
+        raise
+    sweep_summary.note(record.run_id, "trained")
+    return summary
 
 
 def _skip(record: RunDir, previous: dict) -> dict:

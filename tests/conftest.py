@@ -8,21 +8,22 @@ from pathlib import Path
 import pytest
 
 from sm3repro.data.download import EWT_FILES
+from sm3repro.paths import DATA_ENV, ewt_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def ewt_dir() -> Path:
-    """The read-only EWT mirror: $SM3REPRO_DATA_MIRROR, else ../shared/data/ud-english-ewt."""
-    env = os.environ.get("SM3REPRO_DATA_MIRROR")
-    folder = Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "ud-english-ewt"
+    """The EWT files, found as the harness finds them: $SM3REPRO_DATA, else the checkout's
+    data/ud-english-ewt (what `make data` fills; `make test` runs it first)."""
+    folder = ewt_data_dir(REPO_ROOT)
     missing = [name for name in EWT_FILES.values() if not (folder / name).is_file()]
     if missing:
         pytest.fail(
             f"UD English-EWT r2.16 files not found in {folder} (missing: {', '.join(missing)}). "
-            "Set SM3REPRO_DATA_MIRROR to a folder holding "
-            f"{', '.join(EWT_FILES.values())}.",
+            "Run `make data` (offline: `make data DATA_MIRROR=/path/to/folder`), "
+            f"or set {DATA_ENV} to a folder holding them.",
             pytrace=False,
         )
     return folder
@@ -55,7 +56,7 @@ SMALL = [
 
 
 def harness_env(tmp: Path, ewt_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a subprocess run: data from the mirror, every output under ``tmp``."""
+    """Environment for a subprocess run: the EWT data from ``ewt_dir``, every output under ``tmp``."""
     env = dict(os.environ)
     env.update(
         SM3REPRO_DATA=str(ewt_dir),

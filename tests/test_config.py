@@ -16,7 +16,7 @@ from sm3repro.config import ConfigError, validate
 from sm3repro.optim import CATALOG, build_optimizer
 from sm3repro.optim.catalog import paper_grid
 from sm3repro.parser.model import ChenManningParser
-from sm3repro.train import CONF_DIR
+from sm3repro.paths import config_dir
 
 GROUPS = {
     "data": ["ud_ewt", "conllx"],
@@ -28,7 +28,7 @@ GROUPS = {
 
 
 def make_cfg(*overrides: str, return_hydra_config: bool = False):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 

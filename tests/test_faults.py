@@ -26,6 +26,9 @@ from sm3repro.data.treebank import TreebankError
 from sm3repro.parser.features import load_or_build
 from sm3repro.records import RunDir
 
+# The cases run the harness in subprocesses against a reference sweep built once per session.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory: pytest.TempPathFactory, ewt_dir: Path) -> Bench:
@@ -64,7 +67,8 @@ def test_every_bad_treebank_stops_run_with_file_line_and_problem(
     """In process, through train.run: the error main() prints as its one line."""
     from hydra import compose, initialize_config_dir
 
-    from sm3repro.train import CONF_DIR, run
+    from sm3repro.paths import config_dir
+    from sm3repro.train import run
 
     path = fc.bad_input_path(lab, case)
     overrides = [
@@ -74,7 +78,7 @@ def test_every_bad_treebank_stops_run_with_file_line_and_problem(
         f"results_dir={lab.results}",
         f"cache_dir={lab.cache}",
     ]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     with pytest.raises((TreebankError, ConfigError)) as info:
         run(cfg)

@@ -13,6 +13,8 @@ from wandb_offline import read_offline_run
 
 from sm3repro.data.treebank import read_treebank
 
+pytestmark = pytest.mark.slow  # every test runs the harness in subprocesses
+
 SCORES = {"uas_micro", "las_micro", "uas_macro", "las_macro"}
 RESOURCES = {
     "runtime_s", "runtime_min", "cpu_percent", "cpu_percent_peak", "system_cpu_percent_mean",
@@ -36,6 +38,7 @@ def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_
     proc = run_harness("-m", "optimizer=sm3_ii,adam", "batch_size=64,512", *SMALL)
     records = read_records(tmp_path / "results")
     assert len(records) == 4, proc.stderr
+    assert "sm3repro: sweep of 4 runs: 4 trained, 0 skipped (already finished)" in proc.stdout
     for run_id, summary in records.items():
         run_dir = tmp_path / "results" / "runs" / run_id
         assert summary["status"] == "completed"
@@ -92,6 +95,7 @@ def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_
     before = {k: v["provenance"]["finished_at"] for k, v in records.items()}
     again = run_harness("-m", "optimizer=sm3_ii,adam", "batch_size=64,512", *SMALL)
     assert again.stderr.count("skipping") + again.stdout.count("skipping") == 4
+    assert "sm3repro: sweep of 4 runs: 0 trained, 4 skipped (already finished)" in again.stdout
     assert {
         k: v["provenance"]["finished_at"] for k, v in read_records(tmp_path / "results").items()
     } == before
@@ -144,11 +148,13 @@ def test_divergence_is_recorded_and_the_sweep_carries_on(run_harness, tmp_path, 
 
 
 def test_joblib_launcher_runs_a_parallel_sweep(run_harness, tmp_path):
-    run_harness("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adagrad",
-                *SMALL, "logger=none")  # fmt: skip
+    proc = run_harness("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       "optimizer=sgd,adagrad", *SMALL, "logger=none")  # fmt: skip
     records = read_records(tmp_path / "results")
     assert sorted(s["optimizer"] for s in records.values()) == ["adagrad", "sgd"]
     assert all(s["status"] == "completed" for s in records.values())
+    # The jobs ran in worker processes; the sweep's summary still counts them.
+    assert "sm3repro: sweep of 2 runs: 2 trained, 0 skipped (already finished)" in proc.stdout
 
 
 def test_bad_treebank_fails_with_one_line_naming_file_and_line(run_harness, tmp_path, ewt_dir):

@@ -220,3 +220,19 @@ def test_sparse_and_broken_records_do_not_crash(tmp_path: Path) -> None:
     assert "| adagrad-running" in md
     t1 = pd.read_csv(results / "tables" / "table1_cpu_runtime.csv")
     assert t1.loc[(t1.optimizer == "sgd") & (t1.batch_size == 64), "n"].item() == 1
+
+
+def test_regenerated_figures_are_byte_identical(tmp_path: Path) -> None:
+    """No creation date in the PDFs: regenerating a committed report leaves git status clean."""
+    from matplotlib.figure import Figure
+
+    from sm3repro.report.report import _save
+
+    def render(stem: Path) -> dict[str, bytes]:
+        fig = Figure(figsize=(2, 2))
+        fig.subplots().plot([0, 1], [1, 0])
+        return {p.suffix: p.read_bytes() for p in _save(fig, stem)}
+
+    first, second = render(tmp_path / "a"), render(tmp_path / "b")
+    assert b"/CreationDate" not in first[".pdf"]
+    assert first == second

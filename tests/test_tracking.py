@@ -277,6 +277,7 @@ def test_wandb_safe_id() -> None:
 
 
 # -- (d) online without network: bounded, warned, plain Tracker, clean exit ---------------------
+@pytest.mark.slow  # waits out W&B's init timeout in a subprocess
 def test_online_without_network_falls_back(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""

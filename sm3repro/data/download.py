@@ -168,7 +168,8 @@ def fetch_ewt(
 ) -> list[Path]:
     """Put the verified EWT train/dev/test files in ``dest`` and return their paths.
 
-    Files already in ``dest`` with the right checksum are kept. With ``mirror`` the files
+    Files already in ``dest`` with the right checksum are kept (nothing is written then, so a
+    complete read-only folder passes). With ``mirror`` the files
     are copied from that folder (and its LICENSE.txt too, if it has one); otherwise they
     are downloaded from ``base_url`` (default :data:`BASE_URL`). Without a license file
     from the mirror, a short attribution note (ATTRIBUTION.txt) is written next to them.
@@ -201,8 +202,11 @@ def fetch_ewt(
 
     # The license travels with the data: the mirror's LICENSE.txt, or else a short note.
     if mirror is not None and (mirror / LICENSE_FILE).is_file():
-        atomic_write_bytes(dest / LICENSE_FILE, (mirror / LICENSE_FILE).read_bytes())
-    elif not (dest / LICENSE_FILE).is_file():
+        license_text = (mirror / LICENSE_FILE).read_bytes()
+        target = dest / LICENSE_FILE
+        if not target.is_file() or target.read_bytes() != license_text:  # a ready folder: no writes
+            atomic_write_bytes(target, license_text)
+    elif not (dest / LICENSE_FILE).is_file() and not (dest / ATTRIBUTION_FILE).is_file():
         atomic_write_bytes(dest / ATTRIBUTION_FILE, ATTRIBUTION.encode())
     return paths
 

@@ -18,14 +18,15 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from sm3repro import paths
 from sm3repro.records import run_id_for
 
 
 def config_dir() -> Path:
-    """The project's Hydra config folder (imported lazily: it comes with the training code)."""
-    from sm3repro.train import CONF_DIR
+    """The project's Hydra config folder (the checkout's conf/, or the wheel's copy)."""
+    import sm3repro.config  # noqa: F401 - registers the schema and resolvers the configs use
 
-    return Path(CONF_DIR)
+    return paths.config_dir()
 
 
 def has_grid(experiment: str) -> bool:

@@ -20,7 +20,9 @@ def _save(fig: Figure, path_stem: Path) -> list[Path]:
     for ext in ("png", "pdf"):
         path = path_stem.with_suffix(f".{ext}")
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        # No creation date in the PDF: regenerating the same report leaves the files unchanged.
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight", metadata=metadata)
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
