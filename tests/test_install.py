@@ -47,6 +47,20 @@ def test_wheel_lists_every_package() -> None:
     assert setuptools_cfg["package-dir"] == {"sm3repro.conf": "conf"}
 
 
+def test_wheel_carries_every_data_file_the_package_reads() -> None:
+    """Non-Python files inside the package (SM3's kernel source) must be package data."""
+    import fnmatch
+
+    setuptools_cfg = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = setuptools_cfg["package-data"]
+    for path in (REPO_ROOT / "sm3repro").rglob("*"):
+        if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        package = ".".join(path.parent.relative_to(REPO_ROOT).parts)
+        patterns = data.get(package, [])
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), f"{path} is not package data"
+
+
 def test_make_test_without_data_network_or_mirror_says_how(tmp_path: Path) -> None:
     """`make test` gets the data first; with none to get it stops with `make data`'s how-to."""
     empty = tmp_path / "ewt"
