@@ -226,7 +226,7 @@ def test_regenerated_figures_are_byte_identical(tmp_path: Path) -> None:
     """No creation date in the PDFs: regenerating a committed report leaves git status clean."""
     from matplotlib.figure import Figure
 
-    from sm3repro.report.report import _save
+    from sm3repro.report.figures import _save
 
     def render(stem: Path) -> dict[str, bytes]:
         fig = Figure(figsize=(2, 2))
