@@ -7,7 +7,7 @@ DATA_DIR := data/ud-english-ewt
 DATA_MIRROR ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report bench fault-suite clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report bench fault-suite memory clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(PY)
 
 fault-suite: $(PY)
 	$(PY) scripts/fault_suite.py
+
+# The memory arm (~25 min on 2 cores): optimizer memory and step time as the parser is widened to
+# 200M parameters, and the largest model per 1/2/4 GiB budget, into results/memory/. Resumable.
+memory: data
+	$(PY) -m sm3repro.memory $(ARGS)
 
 clean:
 	rm -rf cache outputs multirun results-smoke .pytest_cache
