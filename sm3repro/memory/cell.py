@@ -131,6 +131,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "wall_s": time.perf_counter() - started,
         "device": str(device),
         "threads": spec["threads"],
+        # Spinning OpenMP workers wreck step times on a shared machine; say which was used.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "pid": os.getpid(),
         "data": sizes,
         "provenance": {
