@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -344,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=d.data_dir)
     p.add_argument("--cache-dir", type=Path, default=d.cache_dir)
     a = p.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: the running cell is stopped and its cgroup removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cfg = ArmConfig(
         results_dir=a.results, optimizers=a.optimizers, embed_dims=a.embed_dims,
         batch_sizes=a.batch_sizes, steps=a.steps, budgets_gib=a.budgets,

@@ -85,16 +85,23 @@ def load_budget(results_dir: str | os.PathLike) -> pd.DataFrame:
     rows = [
         {
             "optimizer": r["optimizer"],
-            "budget_gib": r["limit_bytes"] / GIB,
+            "budget_gib": _limit(r) / GIB,
             "embed_dim": r["embed_dim"],
             "parameters": r["parameters"],
             "completed": r["status"] == "completed",
             "message": r.get("message"),
+            "peak_rss_bytes": r.get("peak_rss_bytes"),
+            "cgroup_peak_bytes": r.get("cgroup_peak_bytes"),
         }
         for r in _records(Path(results_dir) / "budget")
-        if r.get("limit_bytes")
+        if _limit(r)
     ]
     return pd.DataFrame(rows)
+
+
+def _limit(record: dict) -> int | None:
+    # The spec carries the limit the cell ran under, even if the arm stopped before annotating.
+    return record.get("limit_bytes") or record.get("spec", {}).get("limit_bytes")
 
 
 def largest_per_budget(budget: pd.DataFrame) -> pd.DataFrame:
