@@ -314,7 +314,7 @@ def _budget_markdown(largest: pd.DataFrame) -> tuple[str, list[str]]:
             text += " (nothing larger tried fails)"
         table.setdefault(_budget(r.budget_gib), {})[LABEL.get(r.optimizer, r.optimizer)] = text
     frame = pd.DataFrame(table).T
-    frame = frame[[LABEL[o] for o in ORDER if LABEL[o] in frame.columns]]
+    frame = frame[[LABEL[o] for o in ORDER if LABEL[o] in frame.columns]].fillna("–")
     frame.insert(0, "budget", frame.index)
     verdicts = []
     for gib, runs in largest.groupby("budget_gib"):
