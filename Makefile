@@ -52,8 +52,9 @@ bench: $(PY)
 fault-suite: $(PY)
 	$(PY) scripts/fault_suite.py
 
-# The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step time as the parser is widened to
-# 200M parameters, and the largest model per 1/2/4 GiB budget, into results/memory/. Resumable.
+# The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
+# time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
+# into results/memory/. Resumable.
 memory: data
 	$(PY) -m sm3repro.memory $(ARGS)
 

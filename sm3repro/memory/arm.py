@@ -29,6 +29,7 @@ import numpy as np
 from sm3repro.memory.cell import EXIT_OUT_OF_MEMORY
 from sm3repro.memory.family import BUDGET_EMBED_DIMS, GRID_EMBED_DIMS
 from sm3repro.memory.limit import GIB, LimitUnavailable, join_preexec, memory_cgroup
+from sm3repro.provenance import provenance
 from sm3repro.records import atomic_write_json
 
 MIB = 1024**2
@@ -190,6 +191,7 @@ def run_limited(spec: dict[str, Any], limit_bytes: int) -> dict[str, Any]:
             "cgroup_peak_bytes": cgroup_peak,
             "oom_kills": oom_kills,
             "message": message,
+            "provenance": provenance(),
         }
         atomic_write_json(spec["out"], record)
         return record
