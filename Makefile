@@ -14,7 +14,7 @@ DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),
 TORCH_INDEX ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,12 @@ bench: $(PY)
 
 fault-suite: $(PY)
 	$(PY) scripts/fault_suite.py
+
+# The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
+# time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
+# into results/memory/. Resumable.
+memory: data
+	$(PY) -m sm3repro.memory $(ARGS)
 
 clean:
 	rm -rf cache outputs multirun results-smoke .pytest_cache
