@@ -14,6 +14,7 @@ from sm3repro.records import atomic_write_text
 from sm3repro.report import render
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves
+from sm3repro.report.memory import memory_section
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate, table1, table2, table3
 
@@ -71,7 +72,14 @@ def build_report(
 
     report = out_dir / "REPORT.md"
     shown = {name: df for name, (df, _) in displays.items()}
-    atomic_write_text(report, render.render_markdown(loaded, tables, shown, figures))
+    markdown = render.render_markdown(loaded, tables, shown, figures)
+    if (results_dir / "memory").is_dir():  # the memory arm's records (make memory)
+        markdown = (
+            markdown.rstrip("\n")
+            + "\n\n"
+            + memory_section(results_dir / "memory", out_dir / "figures", out_dir)
+        )
+    atomic_write_text(report, markdown)
 
     if tracker is not None:
         for name, df in tables.items():
