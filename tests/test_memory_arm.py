@@ -14,6 +14,7 @@ from sm3repro.memory.family import n_parameters, parameter_shapes, theory_state_
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.report import memory as report
+from sm3repro.report import memory_section
 
 EWT = {"n_words": 8868, "n_tags": 52, "n_labels": 54, "n_transitions": 103}
 MIB = 1024**2
@@ -86,7 +87,7 @@ def test_report_subtracts_sgd_and_computes_theory_from_records(tmp_path):
     assert targets.loc[("Adam", 64), "met"] == "yes"  # measured == theory
     assert targets.loc[("SM3-II", 512), "met"] == "yes"  # 1 MiB above SGD: within 16 MiB
 
-    section = report.memory_section(tmp_path / "memory", tmp_path / "figures")
+    section = memory_section.memory_section(tmp_path / "memory", tmp_path / "figures")
     assert (tmp_path / "figures" / "memory_at_scale.png").stat().st_size > 0
     assert "](figures/memory_at_scale.png)" in section
     assert "**inconclusive**" in section and "**holds**" in section

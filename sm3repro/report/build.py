@@ -14,7 +14,7 @@ from sm3repro.records import atomic_write_text
 from sm3repro.report import render
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves
-from sm3repro.report.memory import memory_section
+from sm3repro.report.memory_section import memory_section
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate, table1, table2, table3
 
