@@ -120,7 +120,11 @@ def verdicts(results: Path, **kwargs) -> dict[int, str]:
         (2, {("sm3_ii", 512): {"train_loss": 0.245}}, None, "does not hold"),  # not clearly worse
         (3, {("sm3_ii", 64): {"runtime_min": 15.0}}, None, "does not hold"),  # slower than Adam
         (3, {("sm3_ii", 64): {"runtime_min": 10.0}}, {"runtime_min": 0.05}, "inconclusive"),
-        (4, {("sm3_ii", 512): {"cpu_percent": 60.0}}, None, "does not hold"),
+        # claim 4 is judged on CPU-s per 1k examples (CPU% x cores x runtime / examples):
+        # 90% over SM3-II's 2.8 min costs more than Adam's 58.1% over 4.0 min
+        (4, {("sm3_ii", 512): {"cpu_percent": 90.0}}, None, "does not hold"),
+        # a higher CPU% alone does not decide it: 60% x 2.8 min is still cheaper than Adam
+        (4, {("sm3_ii", 512): {"cpu_percent": 60.0}}, None, "holds"),
         (5, {("sm3_ii", 64): {"las_macro": 0.70}}, None, "does not hold"),  # worse than SGD
         (5, {("sm3_ii", 64): {"las_macro": 0.742}}, {"las_macro": 0.01}, "inconclusive"),
         (6, {("sm3_ii", 64): {"optimizer_state_bytes": 2e7}}, None, "does not hold"),
