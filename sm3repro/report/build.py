@@ -14,6 +14,7 @@ from sm3repro.records import atomic_write_text
 from sm3repro.report import render
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves
+from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate, table1, table2, table3
 
@@ -69,9 +70,16 @@ def build_report(
         plot_curves(loaded.curves, metrics, title, out_dir / "figures" / stem)
     figures = {stem: Path("figures") / f"{stem}.png" for stem in FIGURES}
 
+    # The study protocol's report also judges the claims under the other protocols.
+    sections = None
+    if loaded.experiment == PROTOCOLS[0].experiment:
+        sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
+        for name, df in sections.tables.items():
+            atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
+
     report = out_dir / "REPORT.md"
     shown = {name: df for name, (df, _) in displays.items()}
-    atomic_write_text(report, render.render_markdown(loaded, tables, shown, figures))
+    atomic_write_text(report, render.render_markdown(loaded, tables, shown, figures, sections))
 
     if tracker is not None:
         for name, df in tables.items():

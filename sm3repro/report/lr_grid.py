@@ -9,6 +9,7 @@ and extensions past the starting grid are found wherever they stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -31,9 +32,12 @@ LADDER = tuple(
 SCORE_COLUMNS = ["optimizer", "batch_size", "lr", "run_id", "status", "dev_las_macro"]
 
 
-def _cells_and_configs(experiment: str, overrides: Sequence[str]) -> dict[tuple[str, int], dict]:
+@functools.cache  # composing ~50 configs takes seconds; the report asks more than once
+def _cells_and_configs(
+    experiment: str, overrides: tuple[str, ...], conf: Path
+) -> dict[tuple[str, int], dict]:
     """(optimizer, batch) -> the cell's resolved config at the experiment's first lr."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         base = [f"experiment={experiment}", *overrides]
         sweep = compose("config", overrides=base, return_hydra_config=True)
         params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
@@ -71,7 +75,7 @@ def grid_scores(
     A completed run scores its final-epoch dev macro LAS; a diverged one scores NaN (it never
     wins but counts as tried); unfinished or unreadable records are left out (still to run).
     """
-    configs = _cells_and_configs(experiment, tuple(overrides))
+    configs = _cells_and_configs(experiment, tuple(overrides), config_dir())
     rows = []
     for (optimizer, batch), config in configs.items():
         for lr, run_id in ladder_run_ids(config).items():

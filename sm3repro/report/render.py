@@ -9,6 +9,7 @@ import pandas as pd
 
 from sm3repro.report import claims, published
 from sm3repro.report.judge import LEGEND
+from sm3repro.report.protocol_sections import ProtocolSections
 from sm3repro.report.runs import Runs
 from sm3repro.report.tables import (
     TABLE1_COLUMNS,
@@ -88,9 +89,13 @@ def render_markdown(
     tables: dict[str, pd.DataFrame],
     shown: dict[str, pd.DataFrame],
     figures: dict[str, Path],
+    sections: ProtocolSections | None = None,
 ) -> str:
-    """REPORT.md: ``tables`` as computed, ``shown`` as displayed (see displays())."""
+    """REPORT.md: ``tables`` as computed, ``shown`` as displayed (see displays()), and the
+    protocol parts (matrix, arms, lr selection) when ``sections`` is given."""
     runs, excluded = loaded.runs, loaded.excluded
+    sections = sections or ProtocolSections()
+    contention = [loaded.contention.note(), ""] if loaded.contention is not None else []
     data_name = _unique(runs, "data.name")
     epochs = _unique(runs, "epochs_completed")
     seeds = _unique(runs.sort_values("seed"), "seed")
@@ -154,12 +159,15 @@ def render_markdown(
         "Macro (sentence-averaged) LAS and UAS on the dev set after each epoch, as in the "
         "study's Table II metric.",
         "",
+        *sections.arms,
         "## Claims",
         "",
+        *sections.claims_top,
         LEGEND,
         "",
         f"Thresholds: {claims.thresholds()}. {MACHINE_NOTE}",
         "",
+        *contention,
         _markdown(shown["claims"].drop(columns=CLAIM_COLUMNS["evidence"])),
         "",
         "Numbers behind each verdict (ours, mean ± std over seeds; relative difference in brackets):",
@@ -171,6 +179,7 @@ def render_markdown(
             ].itertuples(index=False)
         ],
         "",
+        *sections.after_claims,
         "## Excluded runs",
         "",
         _markdown(excluded) if len(excluded) else "None.",
