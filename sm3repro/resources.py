@@ -229,7 +229,9 @@ class ResourceMeter:
             if self._seg_start is not None:
                 self._sample_locked()  # so the epoch's tail is counted in this epoch
             active = self._active_locked()
-            d_wall, d_cpu, d_busy, d_steal = (a - m for a, m in zip(active, self._mark, strict=True))
+            d_wall, d_cpu, d_busy, d_steal = (
+                a - m for a, m in zip(active, self._mark, strict=True)
+            )
             self._mark = active
             samples, self._epoch_samples = self._epoch_samples, []
         return {

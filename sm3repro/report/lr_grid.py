@@ -62,6 +62,14 @@ def ladder_run_ids(config: dict) -> dict[float, str]:
     return ids
 
 
+def cell_run_ids(
+    experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
+) -> dict[tuple[str, int], dict[float, str]]:
+    """(optimizer, batch) of every grid cell, in sweep order -> {ladder lr: run id}."""
+    configs = _cells_and_configs(experiment, tuple(overrides), config_dir())
+    return {cell: ladder_run_ids(config) for cell, config in configs.items()}
+
+
 def _final_dev_las(summary: dict) -> float:
     value = (summary.get("final") or {}).get("dev", {}).get("las_macro")
     return math.nan if value is None else float(value)
@@ -75,10 +83,10 @@ def grid_scores(
     A completed run scores its final-epoch dev macro LAS; a diverged one scores NaN (it never
     wins but counts as tried); unfinished or unreadable records are left out (still to run).
     """
-    configs = _cells_and_configs(experiment, tuple(overrides), config_dir())
+    cells = cell_run_ids(experiment, overrides)
     rows = []
-    for (optimizer, batch), config in configs.items():
-        for lr, run_id in ladder_run_ids(config).items():
+    for (optimizer, batch), run_ids in cells.items():
+        for lr, run_id in run_ids.items():
             path = Path(results_dir) / "runs" / run_id / "summary.json"
             try:
                 summary = json.loads(path.read_text())
@@ -91,4 +99,4 @@ def grid_scores(
             rows.append(
                 dict(zip(SCORE_COLUMNS, (optimizer, batch, lr, run_id, status, score), strict=True))
             )
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS), list(configs)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS), list(cells)
