@@ -32,6 +32,7 @@ from sm3repro.report.protocols import (
 )
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate
+from sm3repro.report.timing import uncontended
 
 
 def _record(results: Path, run_id: str, dev: float | None, status: str = "completed") -> None:
@@ -143,12 +144,15 @@ def test_a_contended_run_is_left_out_of_timing_verdicts_and_counted(tmp_path: Pa
     _edit_summary(tmp_path, "sm3_ii-b64-s0", lambda s: s["resources"].update(
         contended=True, others_cpu_percent=40.0, runtime_min=60.0, runtime_s=3600.0))  # fmt: skip
     loaded = load_runs(tmp_path)
-    verdicts = judge_claims(aggregate(loaded.runs)).set_index("claim")["verdict"]
+    verdicts = judge_claims(aggregate(uncontended(loaded.runs))).set_index("claim")["verdict"]
     assert verdicts[3] == "holds" and verdicts[4] == "holds"
+    counted = judge_claims(aggregate(loaded.runs)).set_index("claim")["verdict"]
+    assert counted[3] == "inconclusive"  # the contended minutes would have spread SM3-II apart
     assert loaded.contention.contended == 1 and loaded.contention.total == 30
     assert "1 of 30 run(s) left out as contended" in loaded.contention.note()
-    kept = loaded.runs.set_index("run_id")
-    assert kept.filter(like="sm3_ii-b64-s0", axis=0)["runtime_min"].isna().all()
+    md = build_report(tmp_path).read_text()  # the report judges the same way and says so
+    assert "1 of 30 run(s) left out as contended" in md
+    assert "- **Claim 3**: holds" in md and "[holds](#study-claim-3)" in md
 
 
 def test_contention_is_derived_for_older_records_from_their_epoch_cpu(tmp_path: Path) -> None:
@@ -186,7 +190,9 @@ def _judged(results: Path, tweaks=None) -> ProtocolResult:
     loaded = load_runs(results)
     from sm3repro.report.claims import judge_all
 
-    return ProtocolResult(PROTOCOLS[0], 30, 30, loaded, judge_all(aggregate(loaded.runs)))
+    return ProtocolResult(
+        PROTOCOLS[0], 30, 30, loaded, judge_all(aggregate(uncontended(loaded.runs)))
+    )
 
 
 def test_matrix_labels_a_flipped_verdict_protocol_sensitive(tmp_path: Path) -> None:

@@ -166,7 +166,11 @@ def test_a_competing_process_flags_the_run_contended() -> None:
 
     meter = ResourceMeter(interval=0.1).start()
     spinner = subprocess.Popen(
-        [sys.executable, "-c", "import time\nend = time.time() + 1.2\nwhile time.time() < end: pass"]
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.time() + 1.2\nwhile time.time() < end: pass",
+        ]
     )
     spinner.wait(timeout=30)
     epoch = meter.mark_epoch()

@@ -115,7 +115,8 @@ def build_sections(
         _markdown(arms_display(arms)) if len(arms) else "No completed runs of the arms yet.",
         "",
         "Test macro LAS/UAS (final model), runtime and CPU cost per arm, seed mean ± std over "
-        "the n completed runs (timing over uncontended runs only); lr = the cell's learning "
+        "the n completed runs (every run as recorded; the verdicts leave contended runs' timing "
+        "out); lr = the cell's learning "
         "rate. Ratios are to Adam under the same protocol and batch size.",
         "",
     ]

@@ -21,6 +21,7 @@ from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.judge import ClaimResult
 from sm3repro.report.runs import Runs, load_runs
 from sm3repro.report.tables import aggregate
+from sm3repro.report.timing import uncontended
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def judge_protocol(
     finished = _finished(results_dir, run_ids)
     loaded = load_runs(results_dir, protocol.experiment, overrides)
     ready = finished == len(run_ids) and waiting_for is None
-    verdicts = judge_all(aggregate(loaded.runs)) if ready else None
+    verdicts = judge_all(aggregate(uncontended(loaded.runs))) if ready else None
     return ProtocolResult(protocol, finished, len(run_ids), loaded, verdicts, waiting_for)
 
 

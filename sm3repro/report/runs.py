@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sm3repro.report.experiment import grid_run_ids, has_grid
-from sm3repro.report.timing import Contention, add_timing_columns, uncontended
+from sm3repro.report.timing import Contention, add_timing_columns, contention
 
 # Flattened summary.json field -> the short name used in tables and claims.
 RUN_COLUMNS = {
@@ -54,7 +54,7 @@ class Runs:
     excluded: pd.DataFrame
     experiment: str | None = None
     notes: list[str] = field(default_factory=list)
-    contention: Contention | None = None  # runs whose timing was left out (timing.py)
+    contention: Contention | None = None  # runs the timing verdicts leave out (timing.py)
 
 
 def _read_summary(run_dir: Path) -> dict:
@@ -201,8 +201,7 @@ def load_runs(
     )
     runs = runs.merge(per_run, how="left", left_on="run_id", right_index=True)
     runs["train_loss"] = runs["train_loss"].fillna(runs["train_loss_last"])
-    # Timing of contended runs is blanked, so every seed mean of it is over quiet runs only.
-    runs, contention = uncontended(add_timing_columns(runs, curves))
+    runs = add_timing_columns(runs, curves)  # contention flags, CPU-s per 1k examples
 
     excluded = pd.DataFrame(excluded, columns=["run_id", "status", "reason"])
-    return Runs(runs.reset_index(drop=True), curves, excluded, experiment, notes, contention)
+    return Runs(runs.reset_index(drop=True), curves, excluded, experiment, notes, contention(runs))

@@ -83,8 +83,9 @@ class Contention:
         kept = self.total - self.contended
         text = (
             f"Timing verdicts (claims 3 and 4) use uncontended runs only: {self.contended} of "
-            f"{self.total} run(s) left out as contended ({RULE}); runtime, CPU%, CPU-s/1k and "
-            f"throughput are averaged over the other {kept}."
+            f"{self.total} run(s) left out as contended ({RULE}); the runtimes and CPU costs "
+            f"in the claims' evidence are averaged over the other {kept}, while the tables "
+            "show every run as recorded."
         )
         if self.derived:
             text += (
@@ -101,15 +102,20 @@ class Contention:
         return text
 
 
-def uncontended(runs: pd.DataFrame) -> tuple[pd.DataFrame, Contention]:
-    """``runs`` (with add_timing_columns' columns) with the timing of contended runs blanked."""
-    contended = runs["contended"].fillna(False).astype(bool)
+def uncontended(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (with add_timing_columns' columns) with the timing of contended runs blanked,
+    so seed means of it are over quiet runs only: what the claims are judged on."""
     masked = runs.copy()
     cols = [c for c in TIMING_COLUMNS if c in masked]
-    masked.loc[contended, cols] = np.nan
-    return masked, Contention(
+    masked.loc[masked["contended"].fillna(False).astype(bool), cols] = np.nan
+    return masked
+
+
+def contention(runs: pd.DataFrame) -> Contention:
+    """How many of ``runs`` (with add_timing_columns' columns) the timing verdicts leave out."""
+    return Contention(
         total=len(runs),
-        contended=int(contended.sum()),
+        contended=int(runs["contended"].fillna(False).astype(bool).sum()),
         unknown=int(runs["contended"].isna().sum()),
         derived=int(runs["contention_derived"].sum()),
         per_1k_derived=int(runs["cpu_s_per_1k_derived"].sum()),
