@@ -14,7 +14,6 @@ from sm3repro.records import atomic_write_text
 from sm3repro.report import render
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves
-from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate, table1, table2, table3
 from sm3repro.report.timing import uncontended
@@ -73,6 +72,9 @@ def build_report(
     figures = {stem: Path("figures") / f"{stem}.png" for stem in FIGURES}
 
     # The study protocol's report also judges the claims under the other protocols.
+    # (Imported here: it imports lr_selection, which `python -m` must find unimported.)
+    from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
+
     sections = None
     if loaded.experiment == PROTOCOLS[0].experiment:
         sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
