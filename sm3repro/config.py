@@ -60,7 +60,7 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = protocol.LR
+    lr: float | None = protocol.LR  # None: an lr_table lookup found no entry (validate says so)
     momentum: float | None = None
     eps: float | None = None
     betas: list[float] | None = None
@@ -104,6 +104,9 @@ class RunConfig:
     # Row-sparse word-embedding gradients where the optimizer is exact with them (off in the
     # study's protocol; optim.registry.sparse_rows_config decides, the run's optimizer_impl says)
     sparse_rows: bool = False
+    # Per-cell learning rates, {optimizer: {b<batch>: lr}}, that an experiment's optimizer.lr
+    # looks up (conf/experiment/tuned_lr.yaml); only the resolved lr enters the run id.
+    lr_table: dict[str, dict[str, float]] | None = None
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
@@ -165,6 +168,11 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value not in allowed and not (value is None and key in NULLABLE):
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+    if cfg.optimizer.lr is None:  # an lr_table lookup found no entry for this cell
+        raise ConfigError(
+            f"optimizer.lr is unset: lr_table has no lr for {cfg.optimizer.name} at batch "
+            f"{cfg.batch_size} (rerun `python -m sm3repro.report.lr_selection --write-tuned`)"
+        )
     positive = {
         "optimizer.lr": cfg.optimizer.lr,
         "batch_size": cfg.batch_size,

@@ -46,8 +46,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 # -- run identity ------------------------------------------------------------------------
 # Keys that change how or where a run is logged, not what it computes.
+# lr_table is a lookup table for optimizer.lr: the lr it yields is part of the identity.
 _NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_every",
-                 "checkpoint", "debug", "experiment_name", "optimized_metric"}  # fmt: skip
+                 "checkpoint", "debug", "experiment_name", "optimized_metric", "lr_table"}  # fmt: skip
 
 
 # Keys added to the schema after runs were recorded, with their defaults: at the default they

@@ -61,7 +61,7 @@ def test_report_has_every_part(report: Path) -> None:
     for name in ("table1_cpu_runtime", "table2_las_uas", "table3_memory_speed", "claims"):
         assert (report.parent / "tables" / f"{name}.csv").is_file()
         assert "\\begin{tabular}" in (report.parent / "tables" / f"{name}.tex").read_text()
-    claims = md_table(md, "## Claims")
+    claims = md_table(md, "\nThresholds:")  # after the claims x protocol matrix
     assert claims["#"].tolist() == [str(claim.number) for claim in CLAIMS]
     assert set(claims["Verdict"]) == {"holds"}  # the fixtures are built so that all hold
     assert "Rule" in claims and "5%" in claims["Rule"][0]
@@ -120,7 +120,11 @@ def verdicts(results: Path, **kwargs) -> dict[int, str]:
         (2, {("sm3_ii", 512): {"train_loss": 0.245}}, None, "does not hold"),  # not clearly worse
         (3, {("sm3_ii", 64): {"runtime_min": 15.0}}, None, "does not hold"),  # slower than Adam
         (3, {("sm3_ii", 64): {"runtime_min": 10.0}}, {"runtime_min": 0.05}, "inconclusive"),
-        (4, {("sm3_ii", 512): {"cpu_percent": 60.0}}, None, "does not hold"),
+        # claim 4 is judged on CPU-s per 1k examples (CPU% x cores x runtime / examples):
+        # 90% over SM3-II's 2.8 min costs more than Adam's 58.1% over 4.0 min
+        (4, {("sm3_ii", 512): {"cpu_percent": 90.0}}, None, "does not hold"),
+        # a higher CPU% alone does not decide it: 60% x 2.8 min is still cheaper than Adam
+        (4, {("sm3_ii", 512): {"cpu_percent": 60.0}}, None, "holds"),
         (5, {("sm3_ii", 64): {"las_macro": 0.70}}, None, "does not hold"),  # worse than SGD
         (5, {("sm3_ii", 64): {"las_macro": 0.742}}, {"las_macro": 0.01}, "inconclusive"),
         (6, {("sm3_ii", 64): {"optimizer_state_bytes": 2e7}}, None, "does not hold"),

@@ -127,7 +127,10 @@ def test_each_check_is_observable(tmp_path: Path) -> None:
     assert failed == {(64, "adam"), (64, "adagrad"), (64, "sgd")}  # SM3-II slower than all
     assert all(r.outcome is True for r in claim3.checks if r.check.batch == 512)
     assert len(claim3.evidence.split("; ")) == len(claim3.checks)
-    assert judged[4].verdict == "holds" and all(r.outcome for r in judged[4].checks)
+    # claim 4's CPU-s per 1k examples scale with the runtime: 38.3% x 15 min is still below
+    # Adam's 53.7% x 13.1 min at batch 64, but above Adagrad's 42.8% x 10.3 min
+    failed = {(r.check.batch, r.check.other) for r in judged[4].checks if r.outcome is False}
+    assert failed == {(64, "adagrad")}
 
 
 # -- optimizers ----------------------------------------------------------------------------

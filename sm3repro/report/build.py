@@ -17,6 +17,7 @@ from sm3repro.report.figures import plot_curves
 from sm3repro.report.memory_section import memory_section
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate, table1, table2, table3
+from sm3repro.report.timing import uncontended
 
 # figure file stem -> (metric column -> axis label, title)
 FIGURES = {
@@ -55,7 +56,8 @@ def build_report(
         "table1_cpu_runtime": table1(stats),
         "table2_las_uas": table2(stats),
         "table3_memory_speed": table3(stats),
-        "claims": judge_claims(stats),
+        # timing verdicts over uncontended runs only (timing.py)
+        "claims": judge_claims(aggregate(uncontended(loaded.runs))),
     }
     displays = render.displays(tables)
     for name, df in tables.items():
@@ -70,9 +72,19 @@ def build_report(
         plot_curves(loaded.curves, metrics, title, out_dir / "figures" / stem)
     figures = {stem: Path("figures") / f"{stem}.png" for stem in FIGURES}
 
+    # The study protocol's report also judges the claims under the other protocols.
+    # (Imported here: it imports lr_selection, which `python -m` must find unimported.)
+    from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
+
+    sections = None
+    if loaded.experiment == PROTOCOLS[0].experiment:
+        sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
+        for name, df in sections.tables.items():
+            atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
+
     report = out_dir / "REPORT.md"
     shown = {name: df for name, (df, _) in displays.items()}
-    markdown = render.render_markdown(loaded, tables, shown, figures)
+    markdown = render.render_markdown(loaded, tables, shown, figures, sections)
     if (results_dir / "memory").is_dir():  # the memory arm's records (make memory)
         markdown = (
             markdown.rstrip("\n")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from sm3repro.report.experiment import grid_run_ids, has_grid
+from sm3repro.report.timing import Contention, add_timing_columns, contention
 
 # Flattened summary.json field -> the short name used in tables and claims.
 RUN_COLUMNS = {
@@ -24,6 +25,7 @@ RUN_COLUMNS = {
     "final.test.las_micro": "test_las_micro",
     "final.test.uas_micro": "test_uas_micro",
     "resources.cpu_percent": "cpu_percent",
+    "resources.cpu_s_per_1k_examples": "cpu_s_per_1k",  # older records: see timing.py
     "resources.runtime_min": "runtime_min",
     "resources.runtime_s": "runtime_s",
     "resources.peak_rss_mb": "peak_rss_mb",
@@ -52,6 +54,7 @@ class Runs:
     excluded: pd.DataFrame
     experiment: str | None = None
     notes: list[str] = field(default_factory=list)
+    contention: Contention | None = None  # runs the timing verdicts leave out (timing.py)
 
 
 def _read_summary(run_dir: Path) -> dict:
@@ -198,6 +201,7 @@ def load_runs(
     )
     runs = runs.merge(per_run, how="left", left_on="run_id", right_index=True)
     runs["train_loss"] = runs["train_loss"].fillna(runs["train_loss_last"])
+    runs = add_timing_columns(runs, curves)  # contention flags, CPU-s per 1k examples
 
     excluded = pd.DataFrame(excluded, columns=["run_id", "status", "reason"])
-    return Runs(runs.reset_index(drop=True), curves, excluded, experiment, notes)
+    return Runs(runs.reset_index(drop=True), curves, excluded, experiment, notes, contention(runs))

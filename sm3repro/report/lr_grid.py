@@ -1,0 +1,102 @@
+"""The lr grid's records: each (optimizer, batch) cell's runs at any half-decade lr, by run id.
+
+A cell's config is composed once the way ``python -m sm3repro.train -m experiment=lr_grid``
+composes it; setting ``optimizer.lr`` to each ladder value and hashing with
+:func:`sm3repro.records.run_id_for` gives the folder a run at that lr writes. So a run made by
+any command with the same config counts (the lr 0.01 runs are the paper sweep's seed-0 runs),
+and extensions past the starting grid are found wherever they stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from sm3repro.records import run_id_for
+from sm3repro.report.experiment import config_dir
+from sm3repro.report.lr_selection import LADDER_LIMITS, half_decade, ladder_lr
+
+EXPERIMENT = "lr_grid"
+LADDER = tuple(
+    ladder_lr(k) for k in range(half_decade(LADDER_LIMITS[0]), half_decade(LADDER_LIMITS[1]) + 1)
+)
+SCORE_COLUMNS = ["optimizer", "batch_size", "lr", "run_id", "status", "dev_las_macro"]
+
+
+@functools.cache  # composing ~50 configs takes seconds; the report asks more than once
+def _cells_and_configs(
+    experiment: str, overrides: tuple[str, ...], conf: Path
+) -> dict[tuple[str, int], dict]:
+    """(optimizer, batch) -> the cell's resolved config at the experiment's first lr."""
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        base = [f"experiment={experiment}", *overrides]
+        sweep = compose("config", overrides=base, return_hydra_config=True)
+        params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
+        # Hydra's own sweeper expands the grid (command-line values replace swept ones).
+        parsed = OverridesParser.create().parse_overrides(
+            [f"{key}={value}" for key, value in params.items()] + base
+        )
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        configs: dict[tuple[str, int], dict] = {}
+        for job in jobs:
+            cfg = OmegaConf.to_container(compose("config", overrides=job), resolve=True)
+            configs.setdefault((cfg["optimizer"]["name"], int(cfg["batch_size"])), cfg)
+        return configs
+
+
+def ladder_run_ids(config: dict) -> dict[float, str]:
+    """lr -> run id of ``config`` at every ladder lr (1e-5 .. 10)."""
+    ids = {}
+    for lr in LADDER:
+        at_lr = {**config, "optimizer": {**config["optimizer"], "lr": lr}}
+        ids[lr] = run_id_for(at_lr)
+    return ids
+
+
+def cell_run_ids(
+    experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
+) -> dict[tuple[str, int], dict[float, str]]:
+    """(optimizer, batch) of every grid cell, in sweep order -> {ladder lr: run id}."""
+    configs = _cells_and_configs(experiment, tuple(overrides), config_dir())
+    return {cell: ladder_run_ids(config) for cell, config in configs.items()}
+
+
+def _final_dev_las(summary: dict) -> float:
+    value = (summary.get("final") or {}).get("dev", {}).get("las_macro")
+    return math.nan if value is None else float(value)
+
+
+def grid_scores(
+    results_dir: Path, experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
+) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    """(one row per finished record at a ladder lr, every cell of the grid in sweep order).
+
+    A completed run scores its final-epoch dev macro LAS; a diverged one scores NaN (it never
+    wins but counts as tried); unfinished or unreadable records are left out (still to run).
+    """
+    cells = cell_run_ids(experiment, overrides)
+    rows = []
+    for (optimizer, batch), run_ids in cells.items():
+        for lr, run_id in run_ids.items():
+            path = Path(results_dir) / "runs" / run_id / "summary.json"
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            status = summary.get("status") if isinstance(summary, dict) else None
+            if status not in ("completed", "diverged"):
+                continue
+            score = _final_dev_las(summary) if status == "completed" else math.nan
+            rows.append(
+                dict(zip(SCORE_COLUMNS, (optimizer, batch, lr, run_id, status, score), strict=True))
+            )
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS), list(cells)
