@@ -19,20 +19,18 @@ import math
 import os
 import signal
 import sys
-import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import hydra
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from sm3repro import sweep_summary
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import ParserData, load_data
+from sm3repro.epoch import EpochTraining, train_epoch
 from sm3repro.evaluation import evaluate
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.optim.registry import sparse_rows_config
@@ -50,7 +48,6 @@ from sm3repro.run_record import (
     RunSummary,
     Scores,
     Status,
-    StepRow,
 )
 from sm3repro.tracking import Tracker, make_tracker
 from sm3repro.training_state import (
@@ -252,71 +249,6 @@ def _log_record(tracker: Tracker, record: RunDir) -> None:
     tracker.log_files(f"record-{record.run_id}", "run-record", [p for p in files if p.is_file()])
 
 
-@dataclass
-class EpochTraining:
-    """One epoch's pass over the training set (without dev parsing)."""
-
-    train_loss: float
-    train_accuracy: float
-    seconds: float
-    examples: int
-    diverged: str | None = None  # why training stopped in this epoch
-
-
-def train_epoch(
-    cfg: DictConfig, state: TrainingState, features: torch.Tensor, gold: torch.Tensor,
-    epoch: int, tracker: Tracker,
-) -> EpochTraining:  # fmt: skip
-    """One shuffled pass of minibatch steps; logs the mean loss every ``log_every`` steps and
-    stops at the first non-finite one."""
-    model, optimizer, device = state.model, state.optimizer, features.device
-    model.train()
-    n_examples = len(gold)
-    n_batches = math.ceil(n_examples / cfg.batch_size)
-    order = torch.randperm(n_examples, generator=state.generator).to(device)
-    # Running sums stay on the device: no host sync per step, only at log points.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
-    diverged = None
-    epoch_start = time.perf_counter()
-    progress = _progress(n_batches, epoch, cfg.epochs)
-    for b in range(n_batches):
-        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        x, y = features[idx], gold[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
-        loss.backward()
-        optimizer.step()
-        if state.scheduler is not None:
-            state.scheduler.step()
-        if state.averaged is not None:
-            state.averaged.update_parameters(model)
-        detached = loss.detach()
-        loss_sum += detached * len(y)
-        window_loss += detached
-        window_steps += 1
-        correct += (logits.detach().argmax(1) == y).sum()
-        if window_steps == cfg.log_every or b == n_batches - 1:
-            step = (epoch - 1) * n_batches + b + 1
-            mean_loss = float(window_loss) / window_steps
-            state.metrics.append(StepRow(epoch=epoch, step=step, loss=mean_loss))
-            tracker.log_step(step, {"train/loss": mean_loss})
-            window_loss.zero_()
-            window_steps = 0
-            progress.update(cfg.log_every)
-            if not math.isfinite(mean_loss):
-                diverged = f"non-finite training loss at step {step}"
-                break
-    progress.close()
-    seconds = time.perf_counter() - epoch_start
-    return EpochTraining(
-        train_loss=float(loss_sum) / n_examples, train_accuracy=int(correct) / n_examples,
-        seconds=seconds, examples=n_examples, diverged=diverged,
-    )  # fmt: skip
-
-
 def evaluate_epoch(
     cfg: DictConfig, state: TrainingState, data: ParserData, epoch: int, trained: EpochTraining
 ) -> EpochRow:
@@ -386,14 +318,6 @@ def _score_test(
     summary.best_dev = BestDev(
         epoch=state.best.epoch, dev=state.best.dev, test=Scores.from_dict(best_test)
     )
-
-
-def _progress(total: int, epoch: int, epochs: int):
-    """A per-epoch progress bar, silent when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-                disable=not sys.stderr.isatty(), mininterval=1.0)  # fmt: skip
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

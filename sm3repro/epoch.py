@@ -1,0 +1,93 @@
+"""One epoch of training: a shuffled pass of minibatch steps over the featurized train set.
+
+Dev parsing is not part of it (train.evaluate_epoch scores dev with the resource meter paused),
+so an epoch's seconds are training time only.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from sm3repro.run_record import StepRow
+from sm3repro.tracking import Tracker
+from sm3repro.training_state import TrainingState
+
+
+@dataclass
+class EpochTraining:
+    """One epoch's pass over the training set (without dev parsing)."""
+
+    train_loss: float
+    train_accuracy: float
+    seconds: float
+    examples: int
+    diverged: str | None = None  # why training stopped in this epoch
+
+
+def train_epoch(
+    cfg: DictConfig, state: TrainingState, features: torch.Tensor, gold: torch.Tensor,
+    epoch: int, tracker: Tracker,
+) -> EpochTraining:  # fmt: skip
+    """One shuffled pass of minibatch steps; logs the mean loss every ``log_every`` steps and
+    stops at the first non-finite one."""
+    model, optimizer, device = state.model, state.optimizer, features.device
+    model.train()
+    n_examples = len(gold)
+    n_batches = math.ceil(n_examples / cfg.batch_size)
+    order = torch.randperm(n_examples, generator=state.generator).to(device)
+    # Running sums stay on the device: no host sync per step, only at log points.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
+    diverged = None
+    epoch_start = time.perf_counter()
+    progress = _progress(n_batches, epoch, cfg.epochs)
+    for b in range(n_batches):
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x, y = features[idx], gold[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
+        loss.backward()
+        optimizer.step()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        if state.averaged is not None:
+            state.averaged.update_parameters(model)
+        detached = loss.detach()
+        loss_sum += detached * len(y)
+        window_loss += detached
+        window_steps += 1
+        correct += (logits.detach().argmax(1) == y).sum()
+        if window_steps == cfg.log_every or b == n_batches - 1:
+            step = (epoch - 1) * n_batches + b + 1
+            mean_loss = float(window_loss) / window_steps
+            state.metrics.append(StepRow(epoch=epoch, step=step, loss=mean_loss))
+            tracker.log_step(step, {"train/loss": mean_loss})
+            window_loss.zero_()
+            window_steps = 0
+            progress.update(cfg.log_every)
+            if not math.isfinite(mean_loss):
+                diverged = f"non-finite training loss at step {step}"
+                break
+    progress.close()
+    seconds = time.perf_counter() - epoch_start
+    return EpochTraining(
+        train_loss=float(loss_sum) / n_examples, train_accuracy=int(correct) / n_examples,
+        seconds=seconds, examples=n_examples, diverged=diverged,
+    )  # fmt: skip
+
+
+def _progress(total: int, epoch: int, epochs: int):
+    """A per-epoch progress bar, silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                disable=not sys.stderr.isatty(), mininterval=1.0)  # fmt: skip
