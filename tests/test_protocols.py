@@ -155,6 +155,20 @@ def test_a_contended_run_is_left_out_of_timing_verdicts_and_counted(tmp_path: Pa
     assert "- **Claim 3**: holds" in md and "[holds](#study-claim-3)" in md
 
 
+def test_a_run_on_fewer_threads_than_cores_is_left_out_of_timing_verdicts(tmp_path: Path) -> None:
+    """Score-only selection runs take one thread: their minutes measure another setup."""
+    write_results(tmp_path, epochs=2, bad_runs=False)
+    _edit_summary(tmp_path, "sm3_ii-b64-s0", lambda s: s["resources"].update(
+        torch_threads=1, usable_cores=2, runtime_min=60.0, runtime_s=3600.0))  # fmt: skip
+    loaded = load_runs(tmp_path)
+    assert loaded.runs["fewer_threads"].sum() == 1
+    verdicts = judge_claims(aggregate(uncontended(loaded.runs))).set_index("claim")["verdict"]
+    assert verdicts[3] == "holds"
+    assert loaded.contention.fewer_threads == 1 and loaded.contention.contended == 0
+    assert "1 that used fewer torch threads than usable cores" in loaded.contention.note()
+    assert "averaged over the other 29" in loaded.contention.note()
+
+
 def test_contention_is_derived_for_older_records_from_their_epoch_cpu(tmp_path: Path) -> None:
     write_results(tmp_path, epochs=2, bad_runs=False)
     (metrics,) = (tmp_path / "runs").glob("adam-b512-s1-*/metrics.jsonl")

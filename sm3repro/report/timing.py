@@ -7,6 +7,10 @@ flag existed carry per-epoch ``cpu_percent`` (ours) and ``system_cpu_percent`` (
 0-100 scale over the usable cores): others' share is their difference, judged by the same
 threshold. Steal was not recorded then, so only others' CPU can flag those records.
 
+A run that used fewer torch threads than it had usable cores (score-only selection runs take one
+thread so that other work can go on beside them) measured another setup: its timing is left out
+of the verdicts too.
+
 With torch threads pinned to the usable cores every optimizer keeps them busy (CPU% ~ 99), so
 CPU% is the thread count, not a property of the optimizer; CPU-seconds per 1,000 training
 examples (process CPU time of the training loop / examples trained x 1000) is the cost that
@@ -58,6 +62,8 @@ def add_timing_columns(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     derived = (derived_others >= CONTENDED_OTHERS_PERCENT).astype("boolean")
     derived = derived.mask(derived_others.isna())
     runs["contended"] = recorded.astype("boolean").fillna(derived)  # NA: nothing to tell
+    threads = _column(runs, "resources.torch_threads")
+    runs["fewer_threads"] = (threads < _column(runs, "resources.usable_cores")).fillna(False)
 
     # CPU seconds of the training loop: CPU% is over the usable cores and the active runtime.
     cpu_s = _column(runs, "cpu_percent") / 100 * _column(runs, "resources.usable_cores")
@@ -75,17 +81,25 @@ class Contention:
 
     total: int
     contended: int
+    fewer_threads: int  # uncontended, but on fewer torch threads than usable cores
     unknown: int  # no flag and no per-epoch figures to derive one from
     derived: int  # flag derived from per-epoch CPU% (older records)
     per_1k_derived: int
 
     def note(self) -> str:
-        kept = self.total - self.contended
+        kept = self.total - self.contended - self.fewer_threads
         text = (
             f"Timing verdicts (claims 3 and 4) use uncontended runs only: {self.contended} of "
-            f"{self.total} run(s) left out as contended ({RULE}); the runtimes and CPU costs "
-            f"in the claims' evidence are averaged over the other {kept}, while the tables "
-            "show every run as recorded."
+            f"{self.total} run(s) left out as contended ({RULE})"
+        )
+        if self.fewer_threads:
+            text += (
+                f", and {self.fewer_threads} that used fewer torch threads than usable cores "
+                "(score-only runs)"
+            )
+        text += (
+            f"; the runtimes and CPU costs in the claims' evidence are averaged over the other "
+            f"{kept}, while the tables show every run as recorded."
         )
         if self.derived:
             text += (
@@ -107,15 +121,18 @@ def uncontended(runs: pd.DataFrame) -> pd.DataFrame:
     so seed means of it are over quiet runs only: what the claims are judged on."""
     masked = runs.copy()
     cols = [c for c in TIMING_COLUMNS if c in masked]
-    masked.loc[masked["contended"].fillna(False).astype(bool), cols] = np.nan
+    left_out = masked["contended"].fillna(False).astype(bool) | masked["fewer_threads"]
+    masked.loc[left_out, cols] = np.nan
     return masked
 
 
 def contention(runs: pd.DataFrame) -> Contention:
     """How many of ``runs`` (with add_timing_columns' columns) the timing verdicts leave out."""
+    contended = runs["contended"].fillna(False).astype(bool)
     return Contention(
         total=len(runs),
-        contended=int(runs["contended"].fillna(False).astype(bool).sum()),
+        contended=int(contended.sum()),
+        fewer_threads=int((runs["fewer_threads"] & ~contended).sum()),
         unknown=int(runs["contended"].isna().sum()),
         derived=int(runs["contention_derived"].sum()),
         per_1k_derived=int(runs["cpu_s_per_1k_derived"].sum()),
