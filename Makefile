@@ -75,7 +75,7 @@ fault-suite: $(PY)
 # time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
 # into results/memory/. Resumable.
 memory: data
-	$(PY) -m sm3repro.memory $(ARGS)
+	$(PY) -m sm3repro.memory --wandb $(ARGS)
 
 clean:
 	rm -rf cache outputs multirun results-smoke .pytest_cache

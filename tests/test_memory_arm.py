@@ -156,3 +156,23 @@ def test_run_over_its_memory_limit_fails_in_one_line_and_leaves_no_half_record(t
     # The only file is the outcome written by the parent: no partial cell record, no temp file.
     assert [p.name for p in out.parent.iterdir()] == [out.name]
     assert json.loads(out.read_text())["status"] == "out_of_memory"
+
+
+def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path, monkeypatch) -> None:
+    from wandb_offline import read_offline_run
+
+    committed = Path(__file__).resolve().parent.parent / "results" / "memory" / "grid"
+    records = sorted(committed.glob("adam-e50-b*.json"))
+    assert len(records) == 2  # the arm's committed records at the study's size
+    grid = tmp_path / "memory" / "grid"
+    grid.mkdir(parents=True)
+    for record in records:
+        (grid / record.name).write_bytes(record.read_bytes())
+    monkeypatch.chdir(tmp_path)  # the logger config writes wandb/ into the working folder
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    arm.log_to_wandb(tmp_path / "memory")
+    run = read_offline_run(tmp_path)
+    assert run["job_type"] == "memory"
+    assert run["summary"]["grid_cells"] == 2 and run["summary"]["records"] == 2
+    [artifact] = [a for a in run["artifacts"] if a["type"] == "memory-records"]
+    assert set(artifact["files"]) == {r.name for r in records}

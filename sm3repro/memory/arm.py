@@ -346,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default=d.device)
     p.add_argument("--data-dir", type=Path, default=d.data_dir)
     p.add_argument("--cache-dir", type=Path, default=d.cache_dir)
+    p.add_argument(
+        "--wandb", action="store_true", help="log the records as a W&B run of job type 'memory'"
+    )
     a = p.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C: the running cell is stopped and its cgroup removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -355,4 +358,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget_embed_dims=a.budget_embed_dims, budget_steps=a.budget_steps, threads=a.threads,
         device=a.device, data_dir=a.data_dir, cache_dir=a.cache_dir,
     )  # fmt: skip
-    return 1 if run_arm(cfg, a.part) else 0
+    failed = run_arm(cfg, a.part)
+    if a.wandb:
+        log_to_wandb(a.results)
+    return 1 if failed else 0
+
+
+def log_to_wandb(results_dir: Path) -> None:
+    """The arm's records as one W&B run (job type ``memory``): its grid as a table and every
+    record file as an artifact. Offline unless WANDB_MODE=online, like the training runs."""
+    from datetime import datetime, timezone
+
+    from omegaconf import OmegaConf
+
+    from sm3repro.paths import config_dir
+    from sm3repro.report.memory import load_grid
+    from sm3repro.tracking import make_tracker
+
+    logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    memory_dir = Path(results_dir)
+    records = sorted(memory_dir.glob("*/*.json"))
+    tracker = make_tracker(
+        logger_cfg, run_name=f"memory-{stamp}", run_id=f"memory-{stamp}",
+        config={"results": str(memory_dir)}, group="memory", tags=["memory"],
+        directory=str(logger_cfg.get("dir", ".")), job_type="memory",
+    )  # fmt: skip
+    with tracker:
+        grid = load_grid(memory_dir)
+        if not grid.empty:
+            tracker.log_table("memory_grid", grid.drop(columns=["spec"], errors="ignore"))
+        tracker.log_summary({"records": len(records), "grid_cells": len(grid)})
+        tracker.log_files(f"memory-records-{stamp}", "memory-records", records)
