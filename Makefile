@@ -14,7 +14,7 @@ DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),
 TORCH_INDEX ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory arms clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,11 @@ fault-suite: $(PY)
 # The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
 # time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
 # into results/memory/. Resumable.
+# The claims arms (lr selection, tuned lr, no dropout; hours on 2 cores), then the report.
+# Resumable like reproduce: rerun it and it goes on where it stopped.
+arms: data
+	$(PY) scripts/run_arms.py $(ARGS)
+
 memory: data
 	$(PY) -m sm3repro.memory --wandb $(ARGS)
 

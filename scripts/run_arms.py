@@ -1,0 +1,76 @@
+"""Run the claims arms end to end, resumably: lr selection, tuned-lr arm, no-dropout arm, report.
+
+    python scripts/run_arms.py                    # everything still missing, then the report
+    python scripts/run_arms.py --stage selection  # only the lr grid and its extensions
+
+Each stage is a Hydra sweep of `sm3repro.train`, so finished runs are skipped and an interrupted
+one resumes from its checkpoint: stop this at any point and run it again. Selection runs only
+need dev scores and take `--selection-threads` torch threads (1 lets other work go on beside
+them; the report leaves runs on fewer threads than cores out of timing verdicts). The timed arms
+run at the config's `torch_threads` and want the machine alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sm3repro.paths import config_dir  # noqa: E402
+from sm3repro.report.lr_selection import choices_from_records, missing_lrs, tuned_yaml  # noqa: E402
+
+STAGES = ("selection", "tuned_lr", "no_dropout", "report")
+
+
+def _sweep(overrides: list[str]) -> None:
+    command = [sys.executable, "-m", "sm3repro.train", "-m", *overrides]
+    print("+", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+
+
+def select(results: Path, threads: int, overrides: list[str]) -> bool:
+    """Run the lr grid and its extensions until every cell is settled; True when settled."""
+    _sweep(["experiment=lr_grid", f"torch_threads={threads}", *overrides])
+    while True:
+        choices, scores, cells = choices_from_records(results, overrides)
+        by_cell = {(c.optimizer, c.batch_size): c for c in choices}
+        todo = [(cell, missing_lrs(by_cell.get(cell))) for cell in cells]
+        todo = [(cell, lrs) for cell, lrs in todo if lrs]
+        if not todo:
+            break
+        for (optimizer, batch), lrs in todo:
+            _sweep([
+                "experiment=lr_grid", f"optimizer={optimizer}", f"batch_size={batch}",
+                "optimizer.lr=" + ",".join(repr(float(lr)) for lr in lrs),
+                f"torch_threads={threads}", *overrides,
+            ])  # fmt: skip
+    tuned = config_dir() / "experiment" / "tuned_lr.yaml"
+    tuned.write_text(tuned_yaml(choices, scores, str(results)))
+    print(f"every cell settled; wrote {tuned}", flush=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--selection-threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    if "selection" in stages:
+        select(args.results, args.selection_threads, args.overrides)
+    for arm in ("tuned_lr", "no_dropout"):
+        if arm in stages:
+            _sweep([f"experiment={arm}", *args.overrides])
+    if "report" in stages:
+        command = [sys.executable, "-m", "sm3repro.report", "--results", str(args.results),
+                   "--experiment", "paper"]  # fmt: skip
+        subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()
