@@ -1,0 +1,258 @@
+"""Mutation testing (cosmic-ray) of the code that decides results, one scope at a time.
+
+    python scripts/mutation.py                        # every scope, in order
+    python scripts/mutation.py claims resources       # some scopes
+    python scripts/mutation.py sm3 --budget-min 40    # stop after 40 minutes (resumable)
+    python scripts/mutation.py sm3 --resume           # carry on where a stopped run left off
+
+Each scope mutates a few files (or only the named functions in them) and runs only the test files
+that cover them, in a copy of the project under mutation/<scope>/, so a stopped run never leaves
+a mutated file in the working tree. Prints the share of mutants killed per scope and writes the
+survivors' diffs to mutation/<scope>/survivors.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "mutation"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Files to mutate (path -> function names to mutate, empty: the whole file) and tests."""
+
+    modules: dict[str, tuple[str, ...]]
+    tests: tuple[str, ...]
+    target: float  # share of mutants the tests should kill
+    timeout_s: float = 600.0  # one test run; a mutant that hangs past it counts as killed
+    pytest_args: tuple[str, ...] = field(default=())
+
+
+SCOPES: dict[str, Scope] = {
+    # claim judging: the rules (data), the comparisons, and the tables' ours-vs-study columns
+    "claims": Scope(
+        modules={
+            "sm3repro/report/claims.py": (),
+            "sm3repro/report/judge.py": (),
+            "sm3repro/report/tables.py": (
+                "aggregate",
+                "_round",
+                "_rows",
+                "_vs_adam",
+                "table1",
+                "table2",
+                "table3",
+            ),
+        },  # fmt: skip
+        tests=("tests/test_claim_rules.py", "tests/test_report_tables.py"),
+        target=0.90,
+        timeout_s=300,
+    ),
+    "resources": Scope(
+        modules={"sm3repro/resources.py": ()},
+        tests=("tests/test_resources.py", "tests/test_measurements.py"),
+        target=0.80,
+        timeout_s=600,
+    ),
+    "sm3": Scope(
+        modules={"sm3repro/optim/sm3.py": ()},
+        tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),
+        target=0.90,
+        timeout_s=600,
+    ),
+    # the training loop's model selection and measurement: the functions that pick the best
+    # epoch, average weights, drop words and time the loop (rename here if train.py changes)
+    "train": Scope(
+        modules={
+            "sm3repro/train.py": ("_train", "_weight_average"),
+            "sm3repro/parser/model.py": (
+                "ChenManningParser.forward",
+                "ChenManningParser._drop_words",
+            ),
+        },  # fmt: skip
+        tests=("tests/test_selection_and_averaging.py", "tests/test_measurements.py"),
+        target=0.80,
+        timeout_s=900,
+    ),
+}
+
+# Replacements that are nearly always equivalent or crash at import in this code (bit
+# shifts of floats, `is` on numbers); they would only add minutes.
+EXCLUDED_OPERATORS = re.compile(
+    r"ReplaceBinaryOperator_\w+_(FloorDiv|Mod|Pow|RShift|LShift|BitOr|BitAnd|BitXor)$"
+    r"|ReplaceComparisonOperator_\w+_(Is|IsNot)$"
+    r"|ReplaceUnaryOperator_\w+_(Invert|Not)$"
+)
+COPIED = ("sm3repro", "tests", "conf", "pyproject.toml")
+
+
+def function_spans(path: Path, names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Line spans of the named top-level functions or ``Class.method`` s in ``path``."""
+    tree = ast.parse(path.read_text())
+    spans = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            spans[node.name] = (node.lineno, node.end_lineno)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    spans[f"{node.name}.{item.name}"] = (item.lineno, item.end_lineno)
+    missing = [n for n in names if n not in spans]
+    if missing:
+        raise SystemExit(f"{path}: no function {', '.join(missing)} (update SCOPES)")
+    return [spans[n] for n in names]
+
+
+def config_text(scope: Scope) -> str:
+    tests = " ".join(scope.tests)
+    extra = " ".join(scope.pytest_args)
+    modules = ", ".join(f'"{m}"' for m in scope.modules)
+    return (
+        "[cosmic-ray]\n"
+        f"module-path = [{modules}]\n"
+        f"timeout = {scope.timeout_s}\n"
+        "excluded-modules = []\n"
+        f'test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider '
+        f'{extra} {tests}"\n'
+        "\n[cosmic-ray.distributor]\nname = 'local'\n"
+    )
+
+
+def prepare(name: str, scope: Scope) -> tuple[Path, Path, Path]:
+    """A fresh copy of the project, a config and an initialised session with the scope's mutants."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    base = WORK / name
+    shutil.rmtree(base, ignore_errors=True)
+    tree = base / "tree"
+    for item in COPIED:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, tree / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            tree.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tree / item)
+    config, session = base / "config.toml", base / "session.sqlite"
+    config.write_text(config_text(scope))
+    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=tree, check=True)
+
+    spans = {Path(m): function_spans(tree / m, f) for m, f in scope.modules.items() if f}
+    skipped = []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in db.pending_work_items:
+            for m in item.mutations:
+                outside = Path(m.module_path) in spans and not any(
+                    a <= m.start_pos[0] <= b for a, b in spans[Path(m.module_path)]
+                )
+                if outside or EXCLUDED_OPERATORS.search(m.operator_name):
+                    skipped.append(item.job_id)
+                    break
+        db.set_multiple_results(
+            skipped, WorkResult(output="out of scope", worker_outcome=WorkerOutcome.SKIPPED)
+        )
+    return tree, config, session
+
+
+def baseline(tree: Path, scope: Scope) -> None:
+    """The scope's tests must pass unmutated, else every mutant would count as killed."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    proc = subprocess.run([*command, *scope.pytest_args, *scope.tests], cwd=tree)
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"the tests fail without mutations (exit {proc.returncode}); fix them first"
+        )
+
+
+def execute(tree: Path, config: Path, session: Path, budget_s: float | None) -> bool:
+    """Run the pending mutants; False if the budget ran out first (the session resumes later)."""
+    proc = subprocess.Popen(
+        ["cosmic-ray", "exec", str(config), str(session)], cwd=tree, start_new_session=True
+    )
+    try:
+        proc.wait(timeout=budget_s)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # cosmic-ray and the test run it started
+        proc.wait()
+        return False
+
+
+def score(name: str, scope: Scope, session: Path) -> str:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    killed, survived, pending = 0, [], 0
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        done = {item.job_id for item, _ in db.completed_work_items}
+        pending = sum(1 for item in db.work_items if item.job_id not in done)
+        for item, result in db.completed_work_items:
+            if result.worker_outcome == WorkerOutcome.SKIPPED:
+                continue
+            if result.test_outcome == TestOutcome.SURVIVED:
+                m = item.mutations[0]
+                survived.append(
+                    f"{m.module_path}:{m.start_pos[0]} {m.operator_name}\n{result.diff}"
+                )
+            else:  # killed, incompetent (crashed on import) or timed out
+                killed += 1
+    (session.parent / "survivors.txt").write_text("\n".join(survived))
+    total = killed + len(survived)
+    share = killed / total if total else float("nan")
+    status = "ok" if share >= scope.target else "BELOW TARGET"
+    return (
+        f"{name}: {killed}/{total} mutants killed ({share:.1%}; target {scope.target:.0%}: "
+        f"{status}), {len(survived)} survived, {pending} not run"
+        + (f"; survivors in {session.parent / 'survivors.txt'}" if survived else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scopes", nargs="*", help=f"of {', '.join(SCOPES)} (default: all)")
+    parser.add_argument("--budget-min", type=float, help="stop each scope after this long")
+    parser.add_argument("--resume", action="store_true", help="continue the stopped session")
+    args = parser.parse_args(argv)
+    os.environ.setdefault(  # tests find the EWT files from the copy, which has no ../shared
+        "SM3REPRO_DATA_MIRROR", str(ROOT.parent / "shared" / "data" / "ud-english-ewt")
+    )
+    unknown = set(args.scopes) - SCOPES.keys()
+    if unknown:
+        parser.error(f"unknown scope {', '.join(sorted(unknown))}; choose from {', '.join(SCOPES)}")
+    lines = []
+    for name in args.scopes or list(SCOPES):
+        scope, base = SCOPES[name], WORK / name
+        if args.resume and (base / "session.sqlite").exists():
+            tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
+        else:
+            tree, config, session = prepare(name, scope)
+        os.environ["PYTHONPATH"] = str(tree)  # the copy's sm3repro, not the working tree's
+        start = time.monotonic()
+        if not args.resume:
+            baseline(tree, scope)
+        budget = args.budget_min * 60 if args.budget_min else None
+        finished = execute(tree, config, session, budget)
+        minutes = (time.monotonic() - start) / 60
+        lines.append(
+            score(name, scope, session)
+            + f" [{minutes:.0f} min{'' if finished else ', budget spent'}]"
+        )
+        print(lines[-1], flush=True)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
