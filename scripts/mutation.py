@@ -4,6 +4,7 @@
     python scripts/mutation.py claims resources       # some scopes
     python scripts/mutation.py sm3 --budget-min 40    # stop after 40 minutes (resumable)
     python scripts/mutation.py sm3 --resume           # carry on where a stopped run left off
+    python scripts/mutation.py claims --retest-survivors  # after adding tests: survivors only
 
 Each scope mutates a few files (or only the named functions in them) and runs only the test files
 that cover them, in a copy of the project under mutation/<scope>/, so a stopped run never leaves
@@ -40,11 +41,16 @@ class Scope:
 
 
 SCOPES: dict[str, Scope] = {
-    # claim judging: the rules (data), the comparisons, and the tables' ours-vs-study columns
+    # claim judging: the rules (data) and the comparisons
     "claims": Scope(
+        modules={"sm3repro/report/claims.py": (), "sm3repro/report/judge.py": ()},
+        tests=("tests/test_claim_rules.py",),
+        target=0.90,
+        timeout_s=300,
+    ),
+    # the tables' seed statistics and ours-vs-study differences and ratios
+    "tables": Scope(
         modules={
-            "sm3repro/report/claims.py": (),
-            "sm3repro/report/judge.py": (),
             "sm3repro/report/tables.py": (
                 "aggregate",
                 "_round",
@@ -55,7 +61,7 @@ SCOPES: dict[str, Scope] = {
                 "table3",
             ),
         },  # fmt: skip
-        tests=("tests/test_claim_rules.py", "tests/test_report_tables.py"),
+        tests=("tests/test_report_tables.py",),
         target=0.90,
         timeout_s=300,
     ),
@@ -196,6 +202,32 @@ def prepare(name: str, scope: Scope) -> tuple[Path, Path, Path]:
     return tree, config, session
 
 
+def reopen_survivors(name: str, scope: Scope) -> tuple[Path, Path, Path]:
+    """The stopped or finished session with the working tree's tests copied in and its survivors
+    pending again: after adding tests, only the mutants that survived run again."""
+    import sqlite3
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    base = WORK / name
+    tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
+    changed = [m for m in scope.modules if (tree / m).read_bytes() != (ROOT / m).read_bytes()]
+    if changed:  # the session's mutants are positions in the old source
+        raise SystemExit(f"{', '.join(changed)} changed since the session began: run it afresh")
+    shutil.rmtree(tree / "tests")
+    shutil.copytree(ROOT / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        survived = [
+            (item.job_id,)
+            for item, result in db.completed_work_items
+            if result.test_outcome == TestOutcome.SURVIVED
+        ]
+    with sqlite3.connect(session) as db:
+        db.executemany("DELETE FROM work_results WHERE job_id = ?", survived)
+    return tree, config, session
+
+
 def baseline(tree: Path, scope: Scope) -> None:
     """The scope's tests must pass unmutated, else every mutant would count as killed."""
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
@@ -254,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scopes", nargs="*", help=f"of {', '.join(SCOPES)} (default: all)")
     parser.add_argument("--budget-min", type=float, help="stop each scope after this long")
     parser.add_argument("--resume", action="store_true", help="continue the stopped session")
+    parser.add_argument(
+        "--retest-survivors",
+        action="store_true",
+        help="rerun the session's surviving mutants against the current tests",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault(  # tests find the EWT files from the copy, which has no ../shared
         "SM3REPRO_DATA_MIRROR", str(ROOT.parent / "shared" / "data" / "ud-english-ewt")
@@ -264,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for name in args.scopes or list(SCOPES):
         scope, base = SCOPES[name], WORK / name
-        if args.resume and (base / "session.sqlite").exists():
+        if args.retest_survivors:
+            tree, config, session = reopen_survivors(name, scope)
+        elif args.resume and (base / "session.sqlite").exists():
             tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
         else:
             tree, config, session = prepare(name, scope)

@@ -142,3 +142,21 @@ def test_table3_state_share_of_adams(stats: pd.DataFrame) -> None:
         r["optimizer_state_bytes_mean"] == 5_000 and str(r["optimizer_state_bytes_mean"]) == "5000"
     )
     assert r["peak_rss_mb_mean"] == 501.0 and r["peak_rss_mb_std"] == round(2**-0.5, 1)
+
+
+def test_columns_read_left_to_right_as_the_csv_shows_them(stats: pd.DataFrame) -> None:
+    """Each difference and share sits right after the numbers it is taken from."""
+    quantity = ["{}_mean", "{}_std", "{}_study", "{}_diff"]
+    ratios = ["runtime_vs_adam", "runtime_vs_adam_study", "cpu_vs_adam", "cpu_vs_adam_study"]
+    assert list(table1(stats).columns) == [
+        "optimizer", "study", "batch_size", "n",
+        *[c.format(q) for q in ("cpu_percent", "runtime_min") for c in quantity], *ratios,
+    ]  # fmt: skip
+    assert list(table2(stats).columns) == [
+        "optimizer", "study", "batch_size", "n",
+        *[c.format(q) for q in ("test_las_macro", "test_uas_macro") for c in quantity],
+        *[c.format(q) for q in ("test_las_micro", "test_uas_micro") for c in quantity[:2]],
+    ]  # fmt: skip
+    assert list(table3(stats).columns)[3:7] == [
+        "n_parameters_mean", "optimizer_state_bytes_mean", "state_pct_of_adam", "peak_rss_mb_mean",
+    ]  # fmt: skip
