@@ -8,6 +8,7 @@ and a test flips exactly one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -328,6 +329,13 @@ def test_judge_claims_table_and_threshold_legend() -> None:
         ("~", (0.899, 0.0), (1.0, 0.0), 0.10, False),
         ("~", (1.5, 0.3), (1.0, 0.2), 0.10, None),
         ("~", (0.0, 0.0), (0.0, 0.0), 0.10, True),  # both zero: no difference
+        # exactly at the tolerance (binary fractions, no rounding): "by more than" excludes it,
+        # "at most" / "at least" / "within" include it
+        (">>", (1.5, 0.0), (1.0, 0.0), 0.5, False),
+        ("<~", (1.5, 0.0), (1.0, 0.0), 0.5, True),
+        (">~", (0.5, 0.0), (1.0, 0.0), 0.5, True),
+        ("~", (1.5, 0.0), (1.0, 0.0), 0.5, True),
+        ("~", (0.5, 0.0), (1.0, 0.0), 0.5, True),
     ],
 )
 def test_compare(kind: str, a: tuple, b: tuple, rel: float, expected: bool | None) -> None:
@@ -340,3 +348,19 @@ def test_overlap_is_symmetric() -> None:
     wide = Stat(1.6, 0.2, 3)
     assert wide.overlaps(high) and high.overlaps(wide)
     assert wide.overlaps(low) is False and Stat(1.4, 0.1, 3).overlaps(low)
+
+
+def test_rules_and_results_are_immutable() -> None:
+    """Claims are shared constants: nothing may edit a rule or a judged outcome in place."""
+    claim = CLAIMS[0]
+    judged = judge(claim, stats_frame(BASE))
+    for record, name in (
+        (claim, "rule"),
+        (claim.checks[0], "kind"),
+        (claim.checks[0].threshold, "value"),
+        (judged, "checks"),
+        (judged.checks[0], "outcome"),
+        (judged.checks[0].subject, "mean"),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, name, None)
