@@ -98,3 +98,106 @@ def test_cpu_percent_divides_by_the_usable_cores(monkeypatch, cores: int) -> Non
     # one busy thread can hold at most one core: 100 / cores
     assert totals["cpu_percent"] <= 100 / cores + 1
     assert totals["runtime_s"] >= 0.5 and epoch["wall_s"] >= 0.3
+
+
+class FakeMachine:
+    """Scripted clocks for resources.py: wall time, our CPU time, and per-core system times."""
+
+    RSS = 300 * resources.MB
+
+    def __init__(self, cores: int) -> None:
+        self.cores, self.wall, self.cpu, self.busy, self.steal = cores, 100.0, 10.0, 50.0, 3.0
+
+    def advance(self, wall: float, cpu: float, others: float = 0.0, steal: float = 0.0) -> None:
+        """``wall`` seconds pass; we use ``cpu`` CPU seconds, other processes ``others``."""
+        self.wall += wall
+        self.cpu += cpu
+        self.busy += cpu + others
+        self.steal += steal
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from types import SimpleNamespace as NS
+
+        machine = self
+
+        class Process:
+            def cpu_times(self):
+                return NS(user=0.75 * machine.cpu, system=0.25 * machine.cpu)
+
+            def memory_info(self):
+                return NS(rss=machine.RSS)
+
+        def cpu_times(percpu: bool = False):
+            n = machine.cores  # the busy and steal seconds spread over the cores
+            return [
+                NS(user=machine.busy / n / 2, nice=0.0, system=machine.busy / n / 2, irq=0.0,
+                   softirq=0.0, steal=machine.steal / n)
+                for _ in range(n)
+            ]  # fmt: skip
+
+        cpu_percent = lambda interval=None: 37.0  # noqa: E731
+        monkeypatch.setattr(resources, "psutil", NS(Process=Process, cpu_times=cpu_times,
+                                                    cpu_percent=cpu_percent))  # fmt: skip
+        monkeypatch.setattr(resources, "time", NS(perf_counter=lambda: machine.wall))
+        monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(self.cores)))
+
+
+def test_meter_arithmetic_on_scripted_clocks(monkeypatch) -> None:
+    machine = FakeMachine(cores=4)
+    machine.install(monkeypatch)
+    meter = ResourceMeter(interval=3600).start()  # the sampler thread never fires here
+    machine.advance(wall=10, cpu=8, others=12, steal=1)
+    first = meter.mark_epoch()
+    assert first["wall_s"] == 10 and first["cpu_s"] == 8
+    assert first["cpu_percent"] == 100 * 8 / 10 / 4 == 20.0
+    assert first["others_cpu_percent"] == 100 * 12 / 40 == 30.0
+    assert first["steal_percent"] == 2.5 and first["contended"] is True
+    assert first["cpu_percent_peak"] == 20.0 and first["system_cpu_percent"] == 37.0
+    assert first["rss_mb"] == 300.0 and first["rss_mb_peak"] == 300.0
+
+    meter.pause()  # e.g. dev evaluation: none of this counts
+    machine.advance(wall=5, cpu=5, others=1, steal=1)
+    meter.pause()  # a second pause changes nothing
+    meter.resume()
+    machine.advance(wall=10, cpu=2, others=0.5)
+    assert meter.peek() == {"runtime_s": 20, "cpu_s": 10, "system_busy_s": 22.5, "steal_s": 1,
+                            "cpu_percent": 100 * 10 / 20 / 4}  # fmt: skip
+    meter.resume()  # resuming a running meter changes nothing
+    machine.advance(wall=10, cpu=2)
+    second = meter.mark_epoch()
+    assert second["wall_s"] == 20 and second["cpu_s"] == 4 and second["cpu_percent"] == 5.0
+    assert second["others_cpu_percent"] == round(100 * 0.5 / 80, 2) and second["contended"] is False
+    assert second["cpu_percent_peak"] == 5.0  # per-epoch peak: this epoch's samples only
+
+    machine.advance(wall=0, cpu=0)
+    totals = meter.stop()
+    assert totals["runtime_s"] == 30 and totals["runtime_min"] == 0.5
+    assert totals["cpu_s"] == 12 and totals["cpu_percent"] == 100 * 12 / 30 / 4 == 10.0
+    assert totals["paused_s"] == 5 and totals["usable_cores"] == 4
+    assert totals["system_busy_s"] == 24.5 and totals["steal_s"] == 1
+    assert (
+        totals["others_cpu_percent"] == round(100 * 12.5 / 120, 2) and totals["contended"] is True
+    )
+    assert totals["steal_percent"] == round(100 / 120, 2)
+    assert totals["cpu_percent_peak"] == 20.0 and totals["samples"] == 2
+    assert totals["system_cpu_percent_mean"] == 37.0 and totals["sampled_rss_peak_mb"] == 300.0
+    assert meter.stop() is totals  # idempotent
+
+
+def test_meter_on_scripted_clocks_without_time_passing(monkeypatch) -> None:
+    FakeMachine(cores=2).install(monkeypatch)
+    meter = ResourceMeter(interval=3600).start()
+    epoch = meter.mark_epoch()
+    assert epoch["cpu_percent"] is None and epoch["cpu_percent_peak"] is None
+    assert epoch["system_cpu_percent"] is None and epoch["contended"] is None
+    assert meter.peek()["cpu_percent"] is None
+    totals = meter.stop()
+    assert totals["cpu_percent"] is None and totals["samples"] == 0
+    assert totals["cpu_percent_peak"] is None and totals["system_cpu_percent_mean"] is None
+
+
+def test_meter_must_be_started() -> None:
+    meter = ResourceMeter()
+    for method in (meter.pause, meter.resume, meter.mark_epoch, meter.peek, meter.stop):
+        with pytest.raises(RuntimeError, match="start"):
+            method()
