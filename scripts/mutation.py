@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,11 +66,19 @@ SCOPES: dict[str, Scope] = {
         target=0.90,
         timeout_s=300,
     ),
+    # CPU% and runtime (claims 3, 4) and peak RSS (claim 6). The two timing tests of
+    # test_resources.py that need an idle core, and the two training runs, are left out: on a
+    # busy machine they fail without any mutant.
     "resources": Scope(
         modules={"sm3repro/resources.py": ()},
-        tests=("tests/test_resources.py", "tests/test_measurements.py"),
+        tests=("tests/test_measurements.py", "tests/test_resources.py"),
         target=0.80,
-        timeout_s=600,
+        timeout_s=300,
+        pytest_args=(
+            "-k",
+            "not busy_thread and not competing_process and not exclude_dev_evaluation "
+            "and not resumed_run",
+        ),
     ),
     "sm3": Scope(
         modules={"sm3repro/optim/sm3.py": ()},
@@ -77,16 +86,13 @@ SCOPES: dict[str, Scope] = {
         target=0.90,
         timeout_s=600,
     ),
-    # the training loop's model selection and measurement: the functions that pick the best
-    # epoch, average weights, drop words and time the loop (rename here if train.py changes)
+    # the training loop's model selection and measurement, and word dropout. train.py is one
+    # long _train() today: name the functions that select, average and time once it is split.
     "train": Scope(
         modules={
             "sm3repro/train.py": ("_train", "_weight_average"),
-            "sm3repro/parser/model.py": (
-                "ChenManningParser.forward",
-                "ChenManningParser._drop_words",
-            ),
-        },  # fmt: skip
+            "sm3repro/parser/model.py": ("ChenManningParser.__init__", "ChenManningParser.embed"),
+        },
         tests=("tests/test_selection_and_averaging.py", "tests/test_measurements.py"),
         target=0.80,
         timeout_s=900,
@@ -151,7 +157,7 @@ def function_spans(path: Path, names: tuple[str, ...]) -> list[tuple[int, int]]:
 
 def config_text(scope: Scope) -> str:
     tests = " ".join(scope.tests)
-    extra = " ".join(scope.pytest_args)
+    extra = " ".join(shlex.quote(arg) for arg in scope.pytest_args)
     modules = ", ".join(f'"{m}"' for m in scope.modules)
     return (
         "[cosmic-ray]\n"
