@@ -7,7 +7,7 @@ DATA_DIR := data/ud-english-ewt
 DATA_MIRROR ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report bench fault-suite clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report bench fault-suite mutation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: $(PY)
 
 fault-suite: $(PY)
 	$(PY) scripts/fault_suite.py
+
+# Mutation testing (cosmic-ray) of what decides results, one scope after another; not in CI
+# (tens of minutes per scope). ARGS picks scopes and limits, e.g. ARGS="claims --budget-min 30".
+mutation: $(PY)
+	$(PY) scripts/mutation.py $(ARGS)
 
 clean:
 	rm -rf cache outputs multirun results-smoke .pytest_cache

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+COSMIC_RAY = str(Path(sys.executable).parent / "cosmic-ray")  # installed beside this Python
 WORK = ROOT / "mutation"
 
 
@@ -187,7 +188,7 @@ def prepare(name: str, scope: Scope) -> tuple[Path, Path, Path]:
             shutil.copy2(src, tree / item)
     config, session = base / "config.toml", base / "session.sqlite"
     config.write_text(config_text(scope))
-    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=tree, check=True)
+    subprocess.run([COSMIC_RAY, "init", str(config), str(session)], cwd=tree, check=True)
 
     spans = {Path(m): function_spans(tree / m, f) for m, f in scope.modules.items() if f}
     digits = {Path(m): rounding_digits(tree / m) for m in scope.modules}
@@ -247,7 +248,7 @@ def baseline(tree: Path, scope: Scope) -> None:
 def execute(tree: Path, config: Path, session: Path, budget_s: float | None) -> bool:
     """Run the pending mutants; False if the budget ran out first (the session resumes later)."""
     proc = subprocess.Popen(
-        ["cosmic-ray", "exec", str(config), str(session)], cwd=tree, start_new_session=True
+        [COSMIC_RAY, "exec", str(config), str(session)], cwd=tree, start_new_session=True
     )
     try:
         proc.wait(timeout=budget_s)

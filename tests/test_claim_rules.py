@@ -364,3 +364,10 @@ def test_rules_and_results_are_immutable() -> None:
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(record, name, None)
+
+
+def test_compare_without_a_tolerance_uses_none() -> None:
+    below, above = Stat(0.9, 0.0, 3), Stat(1.0, 0.0, 3)
+    assert compare(">>", below, above) is False and compare(">>", above, below) is True
+    assert compare("<~", above, below) is False and compare(">~", below, above) is False
+    assert compare("~", Stat(1.0, 0.0, 3), Stat(1.0, 0.0, 3)) is True
