@@ -160,3 +160,14 @@ def test_columns_read_left_to_right_as_the_csv_shows_them(stats: pd.DataFrame) -
     assert list(table3(stats).columns)[3:7] == [
         "n_parameters_mean", "optimizer_state_bytes_mean", "state_pct_of_adam", "peak_rss_mb_mean",
     ]  # fmt: skip
+
+
+def test_a_row_with_one_seed_is_shown() -> None:
+    """One seed of an optimizer the study never ran still gets its row, in every table."""
+    runs = runs_frame()
+    one = aggregate(runs[(runs["optimizer"] != "sm3_i") | (runs["seed"] == 0)])
+    for table in (table1, table2, table3):
+        r = row(table(one), "sm3_i", 512)
+        assert r["n"] == 1, table.__name__
+    assert row(table1(one), "sm3_i", 512)["cpu_percent_mean"] == 21.0
+    assert pd.isna(row(table1(one), "sm3_i", 512)["cpu_percent_std"])
