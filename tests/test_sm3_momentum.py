@@ -72,7 +72,13 @@ class Reference:
 CASES = list(
     itertools.product(
         ("i", "ii"),
-        [((5, 4), "dims"), ((3, 4, 2), "dims"), ((6,), "dims"), ((5, 4), "rows"), ((4, 3), "singleton")],
+        [
+            ((5, 4), "dims"),
+            ((3, 4, 2), "dims"),
+            ((6,), "dims"),
+            ((5, 4), "rows"),
+            ((4, 3), "singleton"),
+        ],
         (0.0, 0.3, 0.9),
     )
 )
