@@ -125,6 +125,12 @@ def test_table2_differences(stats: pd.DataFrame) -> None:
             else:
                 assert pd.isna(r[f"{col}_diff"])
         assert r["test_las_micro_mean"] == pytest.approx(round(ours(opt, bs, 2)[0] + 0.01, 3))
+    # rows: what ran, plus the study's optimizers at every batch (its Table II has no batch)
+    assert list(zip(t2["optimizer"], t2["batch_size"], t2["n"], strict=True)) == [
+        ("sm3_ii", 64, 2), ("sgd", 64, 2), ("adagrad", 64, 2), ("adam", 64, 2),
+        ("sm3_ii", 512, 2), ("sm3_i", 512, 2), ("sgd", 512, 0), ("adagrad", 512, 0),
+        ("adam", 512, 2),
+    ]  # fmt: skip
     assert row(t2, "sm3_ii", 512)["test_las_macro_diff"] == pytest.approx(0.41 - 0.732)
     assert row(t2, "adam", 64)["test_uas_macro_diff"] == pytest.approx(0.89 - 0.794)
 
