@@ -129,9 +129,10 @@ class FakeMachine:
 
         def cpu_times(percpu: bool = False):
             n = machine.cores  # the busy and steal seconds spread over the cores
+            # no irq/softirq fields, as on platforms without them: they count as 0
             return [
-                NS(user=machine.busy / n / 2, nice=0.0, system=machine.busy / n / 2, irq=0.0,
-                   softirq=0.0, steal=machine.steal / n)
+                NS(user=machine.busy / n / 2, nice=0.0, system=machine.busy / n / 2,
+                   steal=machine.steal / n)
                 for _ in range(n)
             ]  # fmt: skip
 
@@ -168,6 +169,7 @@ def test_meter_arithmetic_on_scripted_clocks(monkeypatch) -> None:
     assert second["wall_s"] == 20 and second["cpu_s"] == 4 and second["cpu_percent"] == 5.0
     assert second["others_cpu_percent"] == round(100 * 0.5 / 80, 2) and second["contended"] is False
     assert second["cpu_percent_peak"] == 5.0  # per-epoch peak: this epoch's samples only
+    assert second["steal_percent"] == 0.0  # the steal during the pause is not this run's
 
     machine.advance(wall=0, cpu=0)
     totals = meter.stop()
@@ -182,18 +184,51 @@ def test_meter_arithmetic_on_scripted_clocks(monkeypatch) -> None:
     assert totals["cpu_percent_peak"] == 20.0 and totals["samples"] == 2
     assert totals["system_cpu_percent_mean"] == 37.0 and totals["sampled_rss_peak_mb"] == 300.0
     assert meter.stop() is totals  # idempotent
+    # the peak RSS covers this run only where the kernel's high-water mark could be reset
+    resettable = resources.os.access("/proc/self/clear_refs", resources.os.W_OK)
+    assert totals["peak_rss_is_process_lifetime"] is not resettable
 
 
 def test_meter_on_scripted_clocks_without_time_passing(monkeypatch) -> None:
-    FakeMachine(cores=2).install(monkeypatch)
+    machine = FakeMachine(cores=2)
+    machine.install(monkeypatch)
     meter = ResourceMeter(interval=3600).start()
     epoch = meter.mark_epoch()
     assert epoch["cpu_percent"] is None and epoch["cpu_percent_peak"] is None
     assert epoch["system_cpu_percent"] is None and epoch["contended"] is None
     assert meter.peek()["cpu_percent"] is None
-    totals = meter.stop()
+    machine.advance(wall=0.5, cpu=0.5)
+    assert meter.peek()["cpu_percent"] == 100 * 0.5 / 0.5 / 2
+    meter.pause()
+    machine.advance(wall=3, cpu=1)
+    totals = meter.stop()  # while paused: the pause so far is counted as paused
+    assert totals["paused_s"] == 3 and totals["runtime_s"] == 0.5 and totals["cpu_s"] == 0.5
+    assert totals["samples"] == 1 and totals["cpu_percent_peak"] == 50.0
+
+
+def test_meter_on_scripted_clocks_without_any_time(monkeypatch) -> None:
+    FakeMachine(cores=2).install(monkeypatch)
+    totals = ResourceMeter(interval=3600).start().stop()
     assert totals["cpu_percent"] is None and totals["samples"] == 0
     assert totals["cpu_percent_peak"] is None and totals["system_cpu_percent_mean"] is None
+
+
+def test_contention_thresholds() -> None:
+    """A run is contended from 10% of the cores' time taken by others, or 5% stolen."""
+    cores, wall = 2, 10.0  # 20 core-seconds
+    assert resources.contention(wall, 0.0, 2.0, 0.0, cores)["contended"] is True  # 10%
+    assert resources.contention(wall, 0.0, 1.98, 0.0, cores)["contended"] is False  # 9.9%
+    assert resources.contention(wall, 0.0, 0.0, 1.0, cores)["contended"] is True  # 5% stolen
+    assert resources.contention(wall, 0.0, 0.0, 0.98, cores)["contended"] is False  # 4.9%
+
+
+def test_usable_cores_without_affinity(monkeypatch) -> None:
+    """Where the platform has no CPU affinity: the machine's count, else 1."""
+    monkeypatch.delattr(resources.os, "sched_getaffinity")
+    monkeypatch.setattr(resources.os, "cpu_count", lambda: 3)
+    assert resources.usable_cores() == 3
+    monkeypatch.setattr(resources.os, "cpu_count", lambda: None)
+    assert resources.usable_cores() == 1
 
 
 def test_meter_must_be_started() -> None:
