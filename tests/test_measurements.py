@@ -84,7 +84,7 @@ def test_a_resumed_run_adds_up_its_segments(run_harness, tmp_path, ewt_dir) -> N
 
 @pytest.mark.parametrize("cores", [1, 4])
 def test_cpu_percent_divides_by_the_usable_cores(monkeypatch, cores: int) -> None:
-    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(resources.os, "sched_getaffinity", FakeMachine(cores).affinity)
     assert resources.usable_cores() == cores
     meter = ResourceMeter(interval=0.05).start()
     spin(0.3)
@@ -140,7 +140,11 @@ class FakeMachine:
         monkeypatch.setattr(resources, "psutil", NS(Process=Process, cpu_times=cpu_times,
                                                     cpu_percent=cpu_percent))  # fmt: skip
         monkeypatch.setattr(resources, "time", NS(perf_counter=lambda: machine.wall))
-        monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set(range(self.cores)))
+        monkeypatch.setattr(resources.os, "sched_getaffinity", machine.affinity)
+
+    def affinity(self, pid: int) -> set[int]:
+        """This process (pid 0) may use every core; anything else is asked about another one."""
+        return set(range(self.cores)) if pid == 0 else {0}
 
 
 def test_meter_arithmetic_on_scripted_clocks(monkeypatch) -> None:
@@ -220,6 +224,8 @@ def test_contention_thresholds() -> None:
     assert resources.contention(wall, 0.0, 1.98, 0.0, cores)["contended"] is False  # 9.9%
     assert resources.contention(wall, 0.0, 0.0, 1.0, cores)["contended"] is True  # 5% stolen
     assert resources.contention(wall, 0.0, 0.0, 0.98, cores)["contended"] is False  # 4.9%
+    # counters read a hair apart never give a negative share
+    assert resources.contention(wall, 0.0, 0.0, -0.5, cores)["steal_percent"] == 0.0
 
 
 def test_usable_cores_without_affinity(monkeypatch) -> None:
