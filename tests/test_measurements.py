@@ -105,8 +105,9 @@ class FakeMachine:
 
     RSS = 300 * resources.MB
 
-    def __init__(self, cores: int) -> None:
+    def __init__(self, cores: int, steal_field: bool = True) -> None:
         self.cores, self.wall, self.cpu, self.busy, self.steal = cores, 100.0, 10.0, 50.0, 3.0
+        self.steal_field = steal_field  # False: a platform whose CPU times have no steal
 
     def advance(self, wall: float, cpu: float, others: float = 0.0, steal: float = 0.0) -> None:
         """``wall`` seconds pass; we use ``cpu`` CPU seconds, other processes ``others``."""
@@ -130,11 +131,11 @@ class FakeMachine:
         def cpu_times(percpu: bool = False):
             n = machine.cores  # the busy and steal seconds spread over the cores
             # no irq/softirq fields, as on platforms without them: they count as 0
+            steal = {"steal": machine.steal / n} if machine.steal_field else {}
             return [
-                NS(user=machine.busy / n / 2, nice=0.0, system=machine.busy / n / 2,
-                   steal=machine.steal / n)
+                NS(user=machine.busy / n / 2, nice=0.0, system=machine.busy / n / 2, **steal)
                 for _ in range(n)
-            ]  # fmt: skip
+            ]
 
         cpu_percent = lambda interval=None: 37.0  # noqa: E731
         monkeypatch.setattr(resources, "psutil", NS(Process=Process, cpu_times=cpu_times,
@@ -211,9 +212,10 @@ def test_meter_on_scripted_clocks_without_time_passing(monkeypatch) -> None:
 
 
 def test_meter_on_scripted_clocks_without_any_time(monkeypatch) -> None:
-    FakeMachine(cores=2).install(monkeypatch)
+    FakeMachine(cores=2, steal_field=False).install(monkeypatch)
     totals = ResourceMeter(interval=3600).start().stop()
     assert totals["cpu_percent"] is None and totals["samples"] == 0
+    assert totals["steal_s"] == 0.0 and totals["system_busy_s"] == 0.0
     assert totals["cpu_percent_peak"] is None and totals["system_cpu_percent_mean"] is None
 
 
@@ -224,6 +226,8 @@ def test_contention_thresholds() -> None:
     assert resources.contention(wall, 0.0, 1.98, 0.0, cores)["contended"] is False  # 9.9%
     assert resources.contention(wall, 0.0, 0.0, 1.0, cores)["contended"] is True  # 5% stolen
     assert resources.contention(wall, 0.0, 0.0, 0.98, cores)["contended"] is False  # 4.9%
+    # a fraction of a core-second is still a share (0.1 of 0.5 core-seconds: 20%)
+    assert resources.contention(0.25, 0.1, 0.2, 0.0, cores)["others_cpu_percent"] == 20.0
     # counters read a hair apart never give a negative share
     assert resources.contention(wall, 0.0, 0.0, -0.5, cores)["steal_percent"] == 0.0
 
@@ -242,3 +246,16 @@ def test_meter_must_be_started() -> None:
     for method in (meter.pause, meter.resume, meter.mark_epoch, meter.peek, meter.stop):
         with pytest.raises(RuntimeError, match="start"):
             method()
+
+
+def test_peak_rss_is_the_kernels_high_water_mark_in_bytes() -> None:
+    """VmHWM from /proc/self/status (kB), in bytes, read between two reads of our own."""
+
+    def vmhwm() -> int:
+        with open("/proc/self/status") as fh:
+            line = next(line for line in fh if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    before = vmhwm()
+    peak = resources.peak_rss_bytes()
+    assert before <= peak <= vmhwm()
