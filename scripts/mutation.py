@@ -186,6 +186,9 @@ def prepare(name: str, scope: Scope) -> tuple[Path, Path, Path]:
         else:
             tree.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tree / item)
+    for module in scope.modules:  # unmutated sources, to restore after a stopped run
+        (base / "pristine" / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / module, base / "pristine" / module)
     config, session = base / "config.toml", base / "session.sqlite"
     config.write_text(config_text(scope))
     subprocess.run([COSMIC_RAY, "init", str(config), str(session)], cwd=tree, check=True)
@@ -219,7 +222,9 @@ def reopen_survivors(name: str, scope: Scope) -> tuple[Path, Path, Path]:
 
     base = WORK / name
     tree, config, session = base / "tree", base / "config.toml", base / "session.sqlite"
-    changed = [m for m in scope.modules if (tree / m).read_bytes() != (ROOT / m).read_bytes()]
+    changed = [
+        m for m in scope.modules if (base / "pristine" / m).read_bytes() != (ROOT / m).read_bytes()
+    ]
     if changed:  # the session's mutants are positions in the old source
         raise SystemExit(f"{', '.join(changed)} changed since the session began: run it afresh")
     shutil.rmtree(tree / "tests")
@@ -256,6 +261,9 @@ def execute(tree: Path, config: Path, session: Path, budget_s: float | None) -> 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)  # cosmic-ray and the test run it started
         proc.wait()
+        # a mutant may still be applied: put the unmutated sources back (its job stays pending)
+        for pristine in (tree.parent / "pristine").rglob("*.py"):
+            shutil.copy2(pristine, tree / pristine.relative_to(tree.parent / "pristine"))
         return False
 
 
