@@ -14,7 +14,7 @@ DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),
 TORCH_INDEX ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory arms clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory arms mutation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,16 +71,21 @@ bench: $(PY)
 fault-suite: $(PY)
 	$(PY) scripts/fault_suite.py
 
-# The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
-# time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
-# into results/memory/. Resumable.
 # The claims arms (lr selection, tuned lr, no dropout; hours on 2 cores), then the report.
 # Resumable like reproduce: rerun it and it goes on where it stopped.
 arms: data
 	$(PY) scripts/run_arms.py $(ARGS)
 
+# The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
+# time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
+# into results/memory/. Resumable.
 memory: data
 	$(PY) -m sm3repro.memory --wandb $(ARGS)
+
+# Mutation testing (cosmic-ray) of what decides results, one scope after another; not in CI
+# (tens of minutes per scope). ARGS picks scopes and limits, e.g. ARGS="claims --budget-min 30".
+mutation: $(PY)
+	$(PY) scripts/mutation.py $(ARGS)
 
 clean:
 	rm -rf cache outputs multirun results-smoke .pytest_cache

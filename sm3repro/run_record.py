@@ -119,8 +119,9 @@ class BestDev(_Serialised):
 class Resources(_Serialised):
     """What the training loop cost (data loading, featurizing and dev parsing timed apart).
 
-    The first block comes from ``ResourceMeter.stop()``; over resumed segments ``runtime_s``
-    and ``cpu_percent`` cover every segment, the other meter values the last one.
+    The first block comes from ``ResourceMeter.stop()``; over resumed segments ``runtime_s``,
+    ``cpu_s``, ``cpu_percent`` and the contention figures cover every segment, the other meter
+    values the last one.
     """
 
     runtime_s: float

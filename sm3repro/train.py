@@ -286,7 +286,7 @@ def _resources(cfg: DictConfig, state: TrainingState, data: ParserData, usage: d
     examples = len(data.gold) * len(times)
     return Resources(
         **{**usage, "runtime_s": runtime_s, "runtime_min": round(runtime_s / 60, 3),
-           "cpu_percent": cpu_percent,
+           "cpu_percent": cpu_percent, "cpu_s": round(total["cpu_s"], 4),
            "system_busy_s": round(total["system_busy_s"], 3),
            "steal_s": round(total["steal_s"], 3),
            **contention(total["runtime_s"], total["cpu_s"], total["system_busy_s"],

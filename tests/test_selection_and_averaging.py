@@ -1,0 +1,126 @@
+"""Model selection and averaging: the best dev epoch and its weights, EMA weights scored, and
+word dropout at its configured rate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from inprocess import train_tiny
+
+from sm3repro import train
+from sm3repro.data.vocab import UNK_ID
+from sm3repro.parser.features import N_FEATURES, N_WORD_FEATURES
+from sm3repro.parser.model import ChenManningParser
+
+# Scripted dev LAS per epoch: the best is epoch 2, and epoch 3 ties it (the earlier one wins).
+DEV_LAS = [0.30, 0.70, 0.70, 0.60]
+
+
+def weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+
+
+def test_best_dev_epoch_and_its_weights_are_kept(tmp_path, ewt_dir, monkeypatch) -> None:
+    evaluate, dev_weights, test_scored = train.evaluate, [], []
+
+    def scripted(model, data, split, cfg):
+        scores, heads, rels = evaluate(model, data, split, cfg)
+        w = weights(model)
+        if split is data.dev:
+            dev_weights.append(w)
+            las = DEV_LAS[len(dev_weights) - 1]
+        else:  # tell the test scores apart by the epoch whose weights were scored
+            epoch = next(i + 1 for i, d in enumerate(dev_weights) if torch.equal(d, w))
+            test_scored.append(epoch)
+            las = epoch / 10
+        return {**scores, "las_micro": las}, heads, rels
+
+    monkeypatch.setattr(train, "evaluate", scripted)
+    summary = train_tiny(tmp_path, ewt_dir, f"epochs={len(DEV_LAS)}", "batch_size=256")
+    assert test_scored == [4, 2]  # the final model, then the best dev epoch's weights
+    best = summary["best_dev"]
+    assert best["epoch"] == 2 and best["dev"]["las_micro"] == 0.70
+    assert best["test"]["las_micro"] == 0.2
+    assert summary["final"]["test"]["las_micro"] == 0.4
+    assert summary["final"]["dev"]["las_micro"] == 0.60
+    assert not all(torch.equal(dev_weights[1], w) for w in dev_weights[2:])  # weights moved on
+
+
+def test_ema_weights_are_the_ones_scored(tmp_path, ewt_dir, monkeypatch) -> None:
+    decay = 0.8
+    raw: list[torch.nn.Module] = []
+    trajectory: list[torch.Tensor] = []  # raw weights before each training step
+    init = ChenManningParser.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        raw.append(self)
+        self.register_forward_pre_hook(
+            lambda module, _: (
+                trajectory.append(weights(module)) if module is raw[0] and module.training else None
+            )
+        )
+
+    monkeypatch.setattr(ChenManningParser, "__init__", recording_init)
+    evaluate, scored = train.evaluate, []
+
+    def recording(model, data, split, cfg):
+        result = evaluate(model, data, split, cfg)
+        own = evaluate(raw[0], data, split, cfg)[0]  # the same split on the raw weights
+        scored.append((split is data.dev, model, weights(model), weights(raw[0]), result[0], own))
+        return result
+
+    monkeypatch.setattr(train, "evaluate", recording)
+    summary = train_tiny(tmp_path, ewt_dir, "epochs=1", "batch_size=256", f"ema_decay={decay}")
+    is_dev, model, scored_w, raw_w, dev_scores, raw_scores = scored[0]
+    assert is_dev and model is not raw[0] and len(raw) == 1
+    # the exponential moving average of the weights after each step, computed here
+    steps = [*trajectory[1:], raw_w]
+    ema = steps[0]
+    for w in steps[1:]:
+        ema = decay * ema + (1 - decay) * w
+    torch.testing.assert_close(scored_w, ema, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(scored_w, raw_w)
+    assert summary["final"]["dev"]["las_micro"] == dev_scores["las_micro"]
+    test_scores = scored[1][4]
+    assert summary["final"]["test"] == test_scores
+    assert (dev_scores, test_scores) != (raw_scores, scored[1][5])
+
+
+@pytest.mark.parametrize("rate", [0.25, 2.0])
+def test_word_dropout_replaces_words_with_unk_at_a_over_a_plus_count(rate: float) -> None:
+    counts = [0, 0, 0, 1, 4, 20, 0]  # NULL, ROOT, UNK, then words seen 1, 4, 20 and 0 times
+    model = ChenManningParser(
+        len(counts), 3, 3, 5, embed_dim=1, word_dropout=rate, word_counts=counts
+    )
+    with torch.no_grad():
+        model.word_embed.weight[:, 0] = torch.arange(len(counts), dtype=torch.float32)
+    n = 60_000
+    words = torch.arange(n * N_WORD_FEATURES).remainder(len(counts)).view(n, N_WORD_FEATURES)
+    features = torch.cat([words, torch.zeros(n, N_FEATURES - N_WORD_FEATURES, dtype=torch.long)], 1)
+    torch.manual_seed(0)
+    model.train()
+    seen = model.embed(features)[:, :N_WORD_FEATURES].round().long()
+    assert set(seen.unique().tolist()) <= set(range(len(counts)))
+    replaced = seen != words
+    assert (seen[replaced] == UNK_ID).all()  # a dropped word becomes UNK, nothing else
+    for word, count in enumerate(counts):
+        mask = words == word
+        expected = rate / (rate + count) if count > 0 else 0.0
+        got = replaced[mask].float().mean().item()
+        sigma = (expected * (1 - expected) / mask.sum().item()) ** 0.5
+        assert abs(got - expected) <= 5 * sigma + 1e-9, (word, count, got, expected)
+    model.eval()
+    assert torch.equal(model.embed(features)[:, :N_WORD_FEATURES].round().long(), words)
+
+
+def test_no_word_dropout_keeps_every_word() -> None:
+    model = ChenManningParser(5, 3, 3, 5, embed_dim=1, word_counts=[0, 0, 0, 1, 1])
+    with torch.no_grad():
+        model.word_embed.weight[:, 0] = torch.arange(5, dtype=torch.float32)
+    words = torch.arange(4000 * N_WORD_FEATURES).remainder(5).view(4000, N_WORD_FEATURES)
+    features = torch.cat(
+        [words, torch.zeros(4000, N_FEATURES - N_WORD_FEATURES, dtype=torch.long)], 1
+    )
+    model.train()
+    assert torch.equal(model.embed(features)[:, :N_WORD_FEATURES].round().long(), words)
