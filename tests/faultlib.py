@@ -45,7 +45,7 @@ TRAIN = [
 GRID = ["optimizer=sgd,sm3_ii"]  # the reference sweep: two runs
 SWEEP = ["-m", *GRID, *TRAIN]
 EPOCH_LINE = re.compile(r"run (\S+) epoch (\d+)/(\d+):")
-TIMING_KEYS = ("time", "cpu", "rss", "per_s")  # metric fields that differ between equal runs
+TIMING_KEYS = ("time", "cpu", "rss", "per_s", "steal", "contended")  # differ between equal runs
 
 
 # -- outcomes --------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ SPEC: dict[int, list[tuple[int, str, str, str, float]]] = {
             )
         ]
     ],
-    4: [(bs, "cpu_percent", "<", other, 0.0) for bs in (64, 512) for other in ("adam", "adagrad")],
+    4: [(bs, "cpu_s_per_1k", "<", other, 0.0) for bs in (64, 512) for other in ("adam", "adagrad")],
     5: [
         (bs, col, kind, other, rel)
         for bs in (64, 512)
@@ -68,7 +68,7 @@ SPEC: dict[int, list[tuple[int, str, str, str, float]]] = {
 # these are the study's numbers.
 BASE: dict[tuple[str, int], dict[str, float]] = {}
 _COLUMNS = (
-    "train_loss_epoch1 train_loss train_loss_mean runtime_min cpu_percent test_las_macro "
+    "train_loss_epoch1 train_loss train_loss_mean runtime_min cpu_s_per_1k test_las_macro "
     "test_uas_macro optimizer_state_bytes peak_rss_mb train_accuracy"
 ).split()
 for _bs, _rows in {
@@ -220,10 +220,10 @@ def test_tolerance_outside_but_overlapping_is_undecided() -> None:
 def test_a_failure_outweighs_an_undecided_check() -> None:
     stats = stats_frame(
         {
-            **with_value("adam", 64, "cpu_percent", 29.0),  # fails: SM3-II (30) above Adam
-            ("adagrad", 64): {**BASE[("adagrad", 64)], "cpu_percent": 31.0},  # overlaps
+            **with_value("adam", 64, "cpu_s_per_1k", 29.0),  # fails: SM3-II (30) above Adam
+            ("adagrad", 64): {**BASE[("adagrad", 64)], "cpu_s_per_1k": 31.0},  # overlaps
         },
-        std={("adagrad", 64, "cpu_percent"): 2.0},
+        std={("adagrad", 64, "cpu_s_per_1k"): 2.0},
     )
     r = result(4, stats)
     assert [c.outcome for c in r.checks[:2]] == [False, None]
@@ -232,12 +232,12 @@ def test_a_failure_outweighs_an_undecided_check() -> None:
 
 def test_missing_data_names_what_is_missing() -> None:
     means = {k: v for k, v in BASE.items() if k != ("adagrad", 512)}
-    means[("adam", 512)] = {k: v for k, v in BASE[("adam", 512)].items() if k != "cpu_percent"}
+    means[("adam", 512)] = {k: v for k, v in BASE[("adam", 512)].items() if k != "cpu_s_per_1k"}
     r = result(4, stats_frame(means))
-    assert r.missing == ["cpu_percent of adam@512", "adagrad@512"]
-    assert r.verdict == "inconclusive (no data for cpu_percent of adam@512, adagrad@512)"
+    assert r.missing == ["cpu_s_per_1k of adam@512", "adagrad@512"]
+    assert r.verdict == "inconclusive (no data for cpu_s_per_1k of adam@512, adagrad@512)"
     assert [c.outcome for c in r.checks] == [True, True, None, None]
-    assert "b512" not in r.evidence and "b64 CPU%" in r.evidence
+    assert "b512" not in r.evidence and "b64 CPU-s per 1k examples" in r.evidence
 
 
 def test_one_seed_is_judged_on_means_and_says_so() -> None:
@@ -249,16 +249,18 @@ def test_one_seed_is_judged_on_means_and_says_so() -> None:
 
 def test_missing_std_counts_as_no_spread() -> None:
     stats = stats_frame(BASE)
-    stats.loc[("adam", 64), "cpu_percent_std"] = math.nan  # one seed of Adam
+    stats.loc[("adam", 64), "cpu_s_per_1k_std"] = math.nan  # one seed of Adam
     r = result(4, stats)
     assert r.checks[0].other == Stat(70.0, 0.0, 3)
     assert r.verdict == "holds"
 
 
 def test_evidence_line_prints_both_sides_and_the_relative_difference() -> None:
-    stats = stats_frame(BASE, std={("sm3_ii", 64, "cpu_percent"): 0.25})
+    stats = stats_frame(BASE, std={("sm3_ii", 64, "cpu_s_per_1k"): 0.25})
     lines = result(4, stats).evidence.split("; ")
-    assert lines[0] == "b64 CPU%: SM3-II 30.0 ± 0.2 < Adam 70.0 ± 0.0 (-57.1%): yes"
+    assert lines[0] == (
+        "b64 CPU-s per 1k examples: SM3-II 30.0000 ± 0.2500 < Adam 70.0000 ± 0.0000 (-57.1%): yes"
+    )
     claim1 = result(1, stats_frame(BASE)).evidence.split("; ")
     assert claim1[0] == (
         "b64 epoch-1 train loss: SM3-II 2.0000 ± 0.0000 > (by >5%) Adam 0.9000 ± 0.0000 "
