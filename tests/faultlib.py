@@ -106,6 +106,11 @@ class Proc:
         return f"--- {label} (exit {self.rc}, {self.wall_s:.1f} s) ---\n" + "\n".join(lines)
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Live:
     """A harness process started in its own session, its output collected as it arrives,
     so that a case can wait for a moment in the run and then signal it."""
@@ -120,6 +125,9 @@ class Live:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            # A shell's background jobs (nohup ... &) inherit SIGINT ignored, and Python then
+            # never turns it into KeyboardInterrupt: give the harness a terminal's defaults.
+            preexec_fn=_default_signals,
             **popen,
         )
         self._out: list[str] = []

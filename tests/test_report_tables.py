@@ -156,7 +156,8 @@ def test_columns_read_left_to_right_as_the_csv_shows_them(stats: pd.DataFrame) -
     ratios = ["runtime_vs_adam", "runtime_vs_adam_study", "cpu_vs_adam", "cpu_vs_adam_study"]
     assert list(table1(stats).columns) == [
         "optimizer", "study", "batch_size", "n",
-        *[c.format(q) for q in ("cpu_percent", "runtime_min") for c in quantity], *ratios,
+        *[c.format("cpu_percent") for c in quantity], "cpu_s_per_1k_mean", "cpu_s_per_1k_std",
+        *[c.format("runtime_min") for c in quantity], *ratios, "cpu_s_per_1k_vs_adam",
     ]  # fmt: skip
     assert list(table2(stats).columns) == [
         "optimizer", "study", "batch_size", "n",

@@ -18,11 +18,20 @@ from typing import Any
 WANDB_CLI = str(Path(sys.executable).with_name("wandb"))
 
 
-def find_run_file(run_dir: Path) -> Path:
-    """The one `run-*.wandb` in `run_dir` (an `offline-run-*` folder, or a folder above one)."""
+def find_run_file(run_dir: Path, timeout: float = 15.0) -> Path:
+    """The one `run-*.wandb` in `run_dir` (an `offline-run-*` folder, or a folder above one).
+
+    wandb-core, a process of its own, can still be creating the file when the run's process has
+    exited (seen on a loaded machine), so a missing file is waited for up to `timeout` s.
+    """
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("run-*.wandb")) or sorted(run_dir.rglob("run-*.wandb"))
-    files = [f for f in files if "latest-run" not in f.parts]
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("run-*.wandb")) or sorted(run_dir.rglob("run-*.wandb"))
+        files = [f for f in files if "latest-run" not in f.parts]
+        if files or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if len(files) != 1:
         raise FileNotFoundError(f"expected one run-*.wandb under {run_dir}, found {files}")
     return files[0]
