@@ -117,6 +117,15 @@ class Live:
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], **popen) -> None:
         self.started = time.monotonic()
+        extra = popen.pop("preexec_fn", None)  # a case's own (e.g. a file-size limit)
+
+        def preexec() -> None:
+            # A shell's background jobs (nohup ... &) inherit SIGINT ignored, and Python then
+            # never turns it into KeyboardInterrupt: give the harness a terminal's defaults.
+            _default_signals()
+            if extra is not None:
+                extra()
+
         self.proc = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -125,9 +134,7 @@ class Live:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
-            # A shell's background jobs (nohup ... &) inherit SIGINT ignored, and Python then
-            # never turns it into KeyboardInterrupt: give the harness a terminal's defaults.
-            preexec_fn=_default_signals,
+            preexec_fn=preexec,
             **popen,
         )
         self._out: list[str] = []
