@@ -32,16 +32,18 @@ def test_usable_cores_and_rss_helpers() -> None:
 def test_busy_thread_reads_100_over_cores() -> None:
     full = 100.0 / usable_cores()  # one thread owning a whole core
     meter = ResourceMeter(interval=0.1).start()
-    wall0, thread0 = time.perf_counter(), time.thread_time()
+    wall0, process0 = time.perf_counter(), time.process_time()
     busy(0.6)
-    # What this thread really got: on a box shared with other jobs it can be < a core.
-    got = 100.0 * (time.thread_time() - thread0) / (time.perf_counter() - wall0) / usable_cores()
+    # What the whole process really got over the window, measured independently of the meter:
+    # on a shared box it can be < a core, and threads left by earlier tests can add to it.
+    elapsed = time.perf_counter() - wall0
+    got = 100.0 * (time.process_time() - process0) / elapsed / usable_cores()
     epoch = meter.mark_epoch()
     totals = meter.stop()
     for measured in (epoch["cpu_percent"], totals["cpu_percent"]):
-        assert 0.8 * got <= measured <= 1.3 * full, (measured, got, full)
+        assert 0.8 * got <= measured <= 1.25 * got + 2.0, (measured, got, full)
         assert measured >= 0.3 * full  # loose: even a crowded box gives a busy thread this
-    assert totals["cpu_percent_peak"] <= 1.5 * full  # per-sample, same 0-100 scale
+    assert totals["cpu_percent_peak"] <= 100.0 + 1.0  # per-sample, same 0-100 scale
     assert totals["samples"] >= 3
     assert totals["usable_cores"] == usable_cores()
     assert 0.55 <= totals["runtime_s"] < 1.5
