@@ -158,7 +158,11 @@ def test_run_over_its_memory_limit_fails_in_one_line_and_leaves_no_half_record(t
     assert json.loads(out.read_text())["status"] == "out_of_memory"
 
 
-def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path, monkeypatch) -> None:
+def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
     from wandb_offline import read_offline_run
 
     committed = Path(__file__).resolve().parent.parent / "results" / "memory" / "grid"
@@ -168,9 +172,16 @@ def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path, monke
     grid.mkdir(parents=True)
     for record in records:
         (grid / record.name).write_bytes(record.read_bytes())
-    monkeypatch.chdir(tmp_path)  # the logger config writes wandb/ into the working folder
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    arm.log_to_wandb(tmp_path / "memory")
+    # In a process of its own, as `make memory` runs it: W&B started in the test process would
+    # leave its service for later subprocess tests to attach to. The logger config writes
+    # wandb/ into the working folder.
+    code = (
+        f"from sm3repro.memory.arm import log_to_wandb; log_to_wandb({str(tmp_path / 'memory')!r})"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
     run = read_offline_run(tmp_path)
     assert run["job_type"] == "memory"
     assert run["summary"]["grid_cells"] == 2 and run["summary"]["records"] == 2
