@@ -308,9 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun the session's surviving mutants against the current tests",
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault(  # tests find the EWT files from the copy, which has no ../shared
-        "SM3REPRO_DATA_MIRROR", str(ROOT.parent / "shared" / "data" / "ud-english-ewt")
-    )
+    # the tests in a scope's copy read the EWT files where `make data` put them in this checkout
+    os.environ.setdefault("SM3REPRO_DATA", str((ROOT / "data" / "ud-english-ewt").resolve()))
     unknown = set(args.scopes) - SCOPES.keys()
     if unknown:
         parser.error(f"unknown scope {', '.join(sorted(unknown))}; choose from {', '.join(SCOPES)}")
