@@ -681,6 +681,66 @@ def test_fused_kernel_reports_itself_and_falls_back(monkeypatch: pytest.MonkeyPa
         SM3([param], kernel="fused")
 
 
+def test_fused_kernel_refuses_tensors_that_do_not_fit() -> None:
+    """The kernel reads raw memory: a wrong-sized accumulator must be an error, not a write
+    past its end."""
+    kernel = sm3_fused.kernel()
+    assert kernel is not None
+    param, grad = torch.zeros(4, 3), torch.ones(4, 3)
+    row, col = torch.zeros(4), torch.zeros(3)
+    kernel.sm3_step(param, grad, row, col, None, None, 1, 3, True, 0.1, 0.0, 0.0)
+    assert torch.all(param < 0)
+    cases = [
+        ((param, grad, torch.zeros(3), col, None, None, 1, 3), "row accumulator"),
+        ((param, grad, row, torch.zeros(2), None, None, 1, 3), "one number per column"),
+        ((param, grad, row, None, None, None, 1, 3), "dims cover only"),
+        ((param, torch.ones(5, 3), row, col, None, None, 1, 3), "parameter's size"),
+        ((param, grad, row, col, None, None, 1, 5), "cols must divide"),
+        ((param, grad, row, col, torch.zeros(3), None, 1, 3), "momentum buffer"),
+        ((param, grad, row, col, None, torch.tensor([0]), 1, 3), "one gradient row per index"),
+        ((param, grad, torch.zeros(12), None, None, None, 3, 3), "kind must be"),
+    ]
+    for args, message in cases:
+        with pytest.raises(RuntimeError, match=message):
+            kernel.sm3_step(*args, True, 0.1, 0.0, 0.0)
+    with pytest.raises(RuntimeError, match="one entry per parameter"):
+        kernel.sm3_step_many([param], [grad], [row], [col], [None], [1], [], True, 0.1, 0.0, 0.0)
+
+
+def test_summing_duplicate_rows_recovers_after_a_bad_index() -> None:
+    """The row -> slot map is reused between calls: a refused index must leave it clean."""
+    kernel = sm3_fused.kernel()
+    values = torch.arange(12.0).view(4, 3)
+    with pytest.raises(RuntimeError, match="row index 9 out of range for 6 rows"):
+        kernel.sum_duplicate_rows(torch.tensor([[2, 5, 2, 9]]), values, 6)
+    rows, summed = kernel.sum_duplicate_rows(torch.tensor([[5, 2, 5, 0]]), values, 6)
+    assert rows.tolist() == [5, 2, 0]
+    assert summed.tolist() == [[6.0, 8.0, 10.0], [3.0, 4.0, 5.0], [9.0, 10.0, 11.0]]
+
+
+def test_mixed_fused_and_eager_parameters_in_one_step_equal_the_reference() -> None:
+    """Dense parameters the kernel takes are stepped together after the loop; one it cannot
+    take (not contiguous) is stepped eagerly in between: both give the reference step."""
+    gen = torch.Generator().manual_seed(5)
+    inits = [torch.randn(5, 4, generator=gen, dtype=F64), torch.randn(6, generator=gen, dtype=F64),
+             torch.randn(4, 5, generator=gen, dtype=F64)]  # fmt: skip
+    params = [nn.Parameter(inits[0].clone()), nn.Parameter(inits[1].clone()),
+              nn.Parameter(inits[2].clone().t())]  # fmt: skip
+    assert not params[2].is_contiguous()
+    optimizer = SM3(params, lr=0.1, variant="ii")
+    expected = [p.detach().clone() for p in params]
+    dims = [[torch.full((size,), TINY64, dtype=F64) for size in p.shape] for p in params]
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=gen, dtype=F64) for p in params]
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        optimizer.step()
+        for want, grad, accs in zip(expected, grads, dims, strict=True):
+            sm3_reference_step(want, grad, accs, None, lr=0.1, variant="ii")
+    for param, want in zip(params, expected, strict=True):
+        torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
+
+
 # -- exact sparse rows: SGD, Adagrad, SM3-I, SM3-II ---------------------------------------------
 
 VOCAB, WIDTH = 40, 6

@@ -146,13 +146,23 @@ class SM3(Optimizer):
         self._workspace = Workspace()
         self._kernel = sm3_fused.kernel()
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Grad mode off by hand rather than with a no_grad decorator (as torch's own optimizers
+        # do): the decorator's context object cost more than stepping a bias.
+        grad_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+        try:
+            self._step_groups()
+        finally:
+            torch.set_grad_enabled(grad_enabled)
+        return loss
+
+    def _step_groups(self) -> None:
 
         for group in self.param_groups:
             params: list[Tensor] = []
@@ -190,7 +200,6 @@ class SM3(Optimizer):
                 workspace=self._workspace,
                 kernel=self._kernel,
             )
-        return loss
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:
@@ -230,6 +239,8 @@ def sm3(
     if variant not in VARIANTS:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
     workspace = workspace if workspace is not None else Workspace()
+    # Dense parameters the fused kernel takes, stepped together in one call at the end.
+    batch: list[tuple] = []
     for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
         if param.numel() == 0:
             continue
@@ -241,62 +252,61 @@ def sm3(
                     "(the moving average would have to decay every row)"
                 )
             rows, values = _summed_rows(param, grad, kernel)
-            if not _fused_step(kernel, param, values, rows, accs, kind, None, lr, variant, 0, eps):
+            if _fusable(kernel, param, values, accs, kind, None, sparse=True):
+                kernel.sm3_step(
+                    param, values, accs[0], accs[1] if kind == "dims" else None, None, rows,
+                    _KIND_CODE[kind], _width(param, kind, sparse=True), variant == "ii", lr, 0.0,
+                    eps,
+                )  # fmt: skip
+            else:
+                values = values.view(-1, *param.shape[1:])  # the kernel's rows come flat
                 sm3_eager.sparse_step(
                     param, rows, values, accs, kind, lr=lr, variant=variant, eps=eps
                 )
-        elif _fused_step(kernel, param, grad, None, accs, kind, buf, lr, variant, momentum, eps):
-            continue
+        elif _fusable(kernel, param, grad := grad.contiguous(), accs, kind, buf, sparse=False):
+            batch.append((param, grad, accs[0], accs[1] if kind == "dims" else None, buf,
+                          _KIND_CODE[kind], _width(param, kind, sparse=False)))  # fmt: skip
         else:
             sm3_eager.dense_step(
                 workspace, param, grad, accs, kind, buf, lr, variant, momentum, eps
             )
+    if batch:
+        kernel.sm3_step_many(
+            *map(list, zip(*batch, strict=True)), variant == "ii", lr, momentum, eps
+        )
 
 
-def _fused_step(
+_KIND_CODE = {"rows": 0, "dims": 1, "singleton": 2}
+
+
+def _fusable(
     kernel: Any | None,
     param: Tensor,
     grad: Tensor,
-    rows_index: Tensor | None,
     accs: list[Tensor],
     kind: str,
     buf: Tensor | None,
-    lr: float,
-    variant: str,
-    momentum: float,
-    eps: float,
+    *,
+    sparse: bool,
 ) -> bool:
-    """Step with the fused kernel where it applies (True), else do nothing (False). ``grad`` is
-    the dense gradient, or with ``rows_index`` the values of those (distinct) rows."""
+    """Whether the fused kernel can step this parameter: float32/64 contiguous CPU tensors (a
+    dims cover only for matrices). ``grad`` is the dense gradient or the summed sparse rows."""
     if kernel is None or param.dtype not in (torch.float32, torch.float64):
         return False
-    if param.device.type != "cpu" or (kind == "dims" and param.dim() != 2):
+    if not param.is_cpu or (kind == "dims" and param.dim() != 2):
         return False
-    tensors = [param, *accs] + ([buf] if buf is not None else [])
-    if not all(t.is_contiguous() for t in tensors):
+    if not (param.is_contiguous() and grad.is_contiguous() and grad.dtype == param.dtype):
         return False
-    # A (rows, cols) view: a sparse gradient's rows and the row cover need the parameter's own
-    # rows; the singleton cover is elementwise, so any view of its rows will do.
-    if kind == "rows" or rows_index is not None:
-        cols = max(param[0].numel(), 1)
-    else:
-        cols = param.shape[-1] if param.dim() else 1
-    values = grad.contiguous()
-    full = kind == "singleton"
-    kernel.sm3_step(
-        param.view(-1, cols),
-        values.view(-1, cols),
-        accs[0].view(-1, cols) if full else accs[0],
-        accs[1] if kind == "dims" else None,
-        buf.view(-1, cols) if buf is not None else None,
-        rows_index,
-        {"rows": 0, "dims": 1, "singleton": 2}[kind],
-        variant == "ii",
-        lr,
-        momentum,
-        eps,
-    )
-    return True
+    return all(t.is_contiguous() for t in accs) and (buf is None or buf.is_contiguous())
+
+
+def _width(param: Tensor, kind: str, *, sparse: bool) -> int:
+    """Columns of the (rows, cols) matrix the kernel reads the parameter as: a sparse gradient's
+    rows and the row cover need the parameter's own rows; the singleton cover is elementwise,
+    so any split will do (the last dimension keeps rows long)."""
+    if kind == "rows" or sparse:
+        return param.numel() // param.shape[0] if param.dim() else 1
+    return param.shape[-1] if param.dim() else 1
 
 
 def _summed_rows(param: Tensor, grad: Tensor, kernel: Any | None) -> tuple[Tensor, Tensor]:
@@ -310,8 +320,6 @@ def _summed_rows(param: Tensor, grad: Tensor, kernel: Any | None) -> tuple[Tenso
         grad = grad.coalesce()  # the result must be used, not discarded
         return grad.indices()[0], grad.values()
     # torch's coalesce sorts the indices: ~10x slower than one pass with a row -> slot map.
-    values = grad._values()
-    rows, summed = kernel.sum_duplicate_rows(
-        grad._indices()[0], values.reshape(values.shape[0], -1), param.shape[0]
-    )
-    return rows, summed.view(-1, *param.shape[1:])
+    # The kernel reads (1, n) indices and (n, ...) values as they are; its values come back as
+    # (unique, cols), which the fused step reads as they are too.
+    return kernel.sum_duplicate_rows(grad._indices(), grad._values(), param.shape[0])

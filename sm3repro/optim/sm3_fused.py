@@ -3,7 +3,7 @@
 :func:`kernel` compiles the C++ source with ``torch.utils.cpp_extension.load_inline`` into a
 directory keyed by a hash of the source, the compiler flags, torch's and Python's versions and
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
-under a second. The cold build took 66 s on this two-core machine lightly loaded and 150-220 s
+under a second. The cold build took 34-66 s on this two-core machine lightly loaded and 150-220 s
 under a load average of 10-12; ``python -c "from sm3repro.optim import sm3_fused;
 sm3_fused.kernel()"`` builds it ahead of a sweep. Where no compiler (or ninja) is available,
 or ``SM3REPRO_SM3_KERNEL=eager`` is set, :func:`kernel` returns ``None`` (after one warning if
@@ -81,7 +81,7 @@ def _build_dir(name: str) -> Path:
 
 @cache
 def kernel() -> Any | None:
-    """The compiled module (``sm3_step``, ``sum_duplicate_rows``), or ``None`` where it cannot
+    """The compiled module (``sm3_step``, ``sm3_step_many``, ``sum_duplicate_rows``), or ``None`` where it cannot
     be built."""
     global _build_seconds
     if os.environ.get(_ENV, "").lower() == "eager":
@@ -95,7 +95,7 @@ def kernel() -> Any | None:
         module = load_inline(
             name=name,
             cpp_sources=[_SOURCE.read_text(encoding="utf-8")],
-            functions=["sm3_step", "sum_duplicate_rows"],
+            functions=["sm3_step", "sm3_step_many", "sum_duplicate_rows"],
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
             build_directory=str(_build_dir(name)),

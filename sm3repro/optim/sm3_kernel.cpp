@@ -175,23 +175,32 @@ void adagrad_rows(T* p, const T* g, T* acc, T* buf, const int64_t* rows_index, i
 
 }  // namespace
 
-// Sum the duplicate rows of an uncoalesced row-sparse gradient (indices (n,), values (n, cols)):
-// returns (unique row indices in order of first appearance, their summed values). One pass
-// with a row -> slot map, no sort (torch's coalesce sorts: ~10x slower at batch sizes).
+// Sum the duplicate rows of an uncoalesced row-sparse gradient (indices (n,) or (1, n), values
+// (n, ...)): returns (unique row indices in order of first appearance, their summed values as
+// (unique, cols)). One pass with a row -> slot map, no sort (torch's coalesce sorts: ~10x slower
+// at batch sizes). The map is kept per thread and only its touched entries are reset, so a call
+// costs O(n), not O(rows) (a 16k-word vocabulary's map is 130 KB to fill each step otherwise).
 std::vector<at::Tensor> sum_duplicate_rows(at::Tensor indices, at::Tensor values, int64_t rows) {
-  TORCH_CHECK(indices.dim() == 1 && indices.scalar_type() == at::kLong, "indices: (n,) int64");
-  TORCH_CHECK(values.dim() == 2 && values.size(0) == indices.size(0), "values: (n, cols)");
+  TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() >= 1 && indices.dim() <= 2 &&
+                  (indices.dim() == 1 || indices.size(0) == 1),
+              "indices: (n,) or (1, n) int64");
+  const int64_t n = indices.size(-1);
+  TORCH_CHECK(values.dim() >= 1 && values.size(0) == n, "values: one row per index");
   indices = indices.contiguous();
   values = values.contiguous();
-  const int64_t n = indices.size(0), cols = values.size(1);
+  const int64_t cols = n > 0 ? values.numel() / n : (values.dim() > 1 ? values[0].numel() : 1);
   const int64_t* idx = indices.data_ptr<int64_t>();
-  std::vector<int64_t> slot_of_row(rows, -1);
+  thread_local std::vector<int64_t> slot_of_row;
+  if (static_cast<int64_t>(slot_of_row.size()) < rows) slot_of_row.assign(rows, -1);
   std::vector<int64_t> first;  // the first position of each unique row
   std::vector<int64_t> slot(n);
   first.reserve(n);
   for (int64_t k = 0; k < n; ++k) {
     const int64_t r = idx[k];
-    TORCH_CHECK(r >= 0 && r < rows, "row index ", r, " out of range for ", rows, " rows");
+    if (r < 0 || r >= rows) {
+      for (int64_t f : first) slot_of_row[idx[f]] = -1;  // leave the map clean
+      TORCH_CHECK(false, "row index ", r, " out of range for ", rows, " rows");
+    }
     if (slot_of_row[r] < 0) {
       slot_of_row[r] = static_cast<int64_t>(first.size());
       first.push_back(k);
@@ -202,7 +211,10 @@ std::vector<at::Tensor> sum_duplicate_rows(at::Tensor indices, at::Tensor values
   at::Tensor out_index = at::empty({unique}, indices.options());
   at::Tensor out_values = at::zeros({unique, cols}, values.options());
   int64_t* oi = out_index.data_ptr<int64_t>();
-  for (int64_t u = 0; u < unique; ++u) oi[u] = idx[first[u]];
+  for (int64_t u = 0; u < unique; ++u) {
+    oi[u] = idx[first[u]];
+    slot_of_row[oi[u]] = -1;
+  }
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "sum_duplicate_rows", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
     scalar_t* o = out_values.data_ptr<scalar_t>();
@@ -215,30 +227,43 @@ std::vector<at::Tensor> sum_duplicate_rows(at::Tensor indices, at::Tensor values
   return {out_index, out_values};
 }
 
-// param, accumulators, momentum buffer: (rows, cols) views of the real tensors (contiguous).
-// grad: (n, cols); rows_index: (n,) int64 for sparse rows, or undefined for a dense step (n ==
-// rows). kind: 0 rows cover (col undefined), 1 dims cover (2-D), 2 singleton (row is full-size).
+// One parameter's step. Every tensor is the real (contiguous) tensor, read as a (rows, cols)
+// matrix with the given `cols` (no views: making them from Python cost more than stepping a
+// bias). grad: the dense gradient, or with `rows_index` ((n,) int64, distinct rows) the n
+// gradient rows of those parameter rows. kind: 0 rows cover (`row` has one number per row, no
+// `col`), 1 dims cover (`row` and `col` of a matrix), 2 singleton (`row` is full-size).
 void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<at::Tensor> col,
               c10::optional<at::Tensor> buf, c10::optional<at::Tensor> rows_index, int64_t kind,
-              bool variant_ii, double lr, double beta, double eps) {
+              int64_t cols, bool variant_ii, double lr, double beta, double eps) {
   check_same(param, param, "param");
   check_same(grad, param, "grad");
   check_same(row, param, "accumulator");
-  TORCH_CHECK(param.dim() == 2 && grad.dim() == 2 && grad.size(1) == param.size(1),
-              "sm3_step takes (rows, cols) views");
+  TORCH_CHECK(kind >= 0 && kind <= 2, "kind must be 0 (rows), 1 (dims) or 2 (singleton)");
+  TORCH_CHECK(cols > 0 && param.numel() % cols == 0, "cols must divide the parameter's size");
+  const int64_t param_rows = param.numel() / cols;
+  TORCH_CHECK(row.numel() == (kind == 2 ? param.numel() : param_rows),
+              "the row accumulator does not fit the parameter");
   const bool has_col = col.has_value() && col->defined();
-  if (has_col) check_same(*col, param, "column accumulator");
+  TORCH_CHECK(has_col == (kind == 1), "a column accumulator goes with the dims cover only");
+  if (has_col) {
+    check_same(*col, param, "column accumulator");
+    TORCH_CHECK(col->numel() == cols, "the column accumulator has one number per column");
+  }
   const bool has_buf = buf.has_value() && buf->defined();
-  if (has_buf) check_same(*buf, param, "momentum buffer");
+  if (has_buf) {
+    check_same(*buf, param, "momentum buffer");
+    TORCH_CHECK(buf->numel() == param.numel(), "the momentum buffer has the parameter's size");
+  }
   const bool sparse = rows_index.has_value() && rows_index->defined();
+  int64_t n = param_rows;
   if (sparse) {
     TORCH_CHECK(rows_index->scalar_type() == at::kLong && rows_index->is_contiguous(),
                 "rows_index must be contiguous int64");
-    TORCH_CHECK(rows_index->numel() == grad.size(0), "one index per gradient row");
+    n = rows_index->numel();
+    TORCH_CHECK(grad.numel() == n * cols, "one gradient row per index");
   } else {
-    TORCH_CHECK(grad.size(0) == param.size(0), "a dense gradient has the parameter's rows");
+    TORCH_CHECK(grad.numel() == param.numel(), "a dense gradient has the parameter's size");
   }
-  const int64_t n = grad.size(0), cols = param.size(1);
   const int64_t* index = sparse ? rows_index->data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "sm3_step", [&] {
     using T = scalar_t;
@@ -255,4 +280,21 @@ void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<a
       sm3_i_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
     }
   });
+}
+
+// Dense steps of many parameters in one call (like torch's foreach paths): one crossing from
+// Python per parameter group instead of one per parameter.
+void sm3_step_many(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+                   std::vector<at::Tensor> rows, std::vector<c10::optional<at::Tensor>> cols,
+                   std::vector<c10::optional<at::Tensor>> bufs, std::vector<int64_t> kinds,
+                   std::vector<int64_t> widths, bool variant_ii, double lr, double beta,
+                   double eps) {
+  const size_t n = params.size();
+  TORCH_CHECK(grads.size() == n && rows.size() == n && cols.size() == n && bufs.size() == n &&
+                  kinds.size() == n && widths.size() == n,
+              "sm3_step_many: one entry per parameter in every list");
+  for (size_t i = 0; i < n; ++i) {
+    sm3_step(params[i], grads[i], rows[i], cols[i], bufs[i], c10::nullopt, kinds[i], widths[i],
+             variant_ii, lr, beta, eps);
+  }
 }
