@@ -18,7 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from sm3repro import protocol
 from sm3repro.data.vocab import LABELS, POS_COLUMNS
 from sm3repro.metrics.attachment import LABEL_OPTIONS, PUNCT_OPTIONS
-from sm3repro.optim.catalog import IMPLS, names, paper_grid
+from sm3repro.optim.catalog import IMPLS, names, paper_grid, sparse_rows_grid
 from sm3repro.optim.registry import check_optimizer_config
 from sm3repro.optim.sm3 import COVERS
 from sm3repro.parser.model import ACTIVATION, ACTIVATIONS, DROPOUT
@@ -112,6 +112,10 @@ class RunConfig:
 ConfigStore.instance().store(name="schema", node=RunConfig)
 # The paper and smoke experiments sweep the catalog's paper grid: ${sm3repro.paper_grid:}.
 OmegaConf.register_new_resolver("sm3repro.paper_grid", lambda: ",".join(paper_grid()), replace=True)
+# experiment=fastest_exact sweeps the ones whose fastest exact implementation is sparse rows.
+OmegaConf.register_new_resolver(
+    "sm3repro.sparse_rows_grid", lambda: ",".join(sparse_rows_grid()), replace=True
+)
 
 # Every key with a fixed set of values, taken from the module that defines them. Keys in
 # NULLABLE may also be null (unset).

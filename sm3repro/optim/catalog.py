@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch.optim import Optimizer
 
-__all__ = ["CATALOG", "IMPLS", "KEYS", "OptimizerSpec", "names", "paper_grid", "study_rows"]
+__all__ = [
+    "CATALOG", "IMPLS", "KEYS", "OptimizerSpec", "names", "paper_grid", "sparse_rows_grid",
+    "study_rows",
+]  # fmt: skip
 
 # impl: "fastest" = torch's fused kernel where it works here, else the class's default.
 IMPLS = ("fastest", "default", "fused", "foreach", "forloop")
@@ -52,6 +55,9 @@ class OptimizerSpec:
     # Without momentum or weight decay, a row whose gradient is zero keeps its parameter and
     # state exactly, so row-sparse gradients give the dense result (the sparse_rows switch).
     sparse_rows_exact: bool = False
+    # Its sparse-row step is faster than its fastest dense step (scripts/bench_optim.py, parser
+    # shapes, batch 64): its fastest exact implementation, the second tier of claim 3.
+    sparse_rows_faster: bool = False
 
     def __post_init__(self) -> None:
         if not self.impls:
@@ -91,6 +97,7 @@ _SPECS = (
     OptimizerSpec(
         name="sm3_ii",
         sparse_rows_exact=True,
+        sparse_rows_faster=True,
         target="sm3repro.optim.sm3.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-II",
@@ -104,6 +111,7 @@ _SPECS = (
     OptimizerSpec(
         name="sm3_i",
         sparse_rows_exact=True,
+        sparse_rows_faster=True,
         target="sm3repro.optim.sm3.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-I",
@@ -116,6 +124,7 @@ _SPECS = (
     OptimizerSpec(
         name="sgd",
         sparse_rows_exact=True,
+        sparse_rows_faster=True,
         target="torch.optim.SGD",
         keys=frozenset({"momentum", "weight_decay"}),
         label="SGD",
@@ -126,7 +135,7 @@ _SPECS = (
     ),
     OptimizerSpec(
         name="adagrad",
-        sparse_rows_exact=True,
+        sparse_rows_exact=True,  # but torch's sparse Adagrad step is slower than its fused one
         target="torch.optim.Adagrad",
         keys=frozenset({"eps", "weight_decay"}),
         label="Adagrad",
@@ -174,3 +183,13 @@ def study_rows() -> tuple[str, ...]:
 def paper_grid() -> tuple[str, ...]:
     """The optimizers ``experiment=paper`` sweeps, in sweep order."""
     return tuple(name for name, spec in CATALOG.items() if spec.paper_grid)
+
+
+def sparse_rows_grid() -> tuple[str, ...]:
+    """The paper-grid optimizers whose fastest exact implementation takes sparse rows: the ones
+    ``experiment=fastest_exact`` reruns (the others' dense paper runs serve both tiers)."""
+    return tuple(
+        name
+        for name, spec in CATALOG.items()
+        if spec.paper_grid and spec.sparse_rows_exact and spec.sparse_rows_faster
+    )

@@ -78,7 +78,12 @@ def build_report(
 
     sections = None
     if loaded.experiment == PROTOCOLS[0].experiment:
+        from sm3repro.report.speed_tiers import claim3_tiers, tiers_markdown, tiers_table
+
         sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
+        tiers = claim3_tiers(results_dir, overrides)
+        sections.tables["claim3_tiers"] = tiers_table(tiers)
+        sections.claims_top += tiers_markdown(tiers)
         for name, df in sections.tables.items():
             atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
 

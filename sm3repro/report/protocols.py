@@ -58,7 +58,7 @@ class ProtocolResult:
         return next(r.verdict for r in self.results if r.claim.number == number)
 
 
-def _finished(results_dir: Path, run_ids: Sequence[str]) -> int:
+def count_finished(results_dir: Path, run_ids: Sequence[str]) -> int:
     done = 0
     for run_id in run_ids:
         try:
@@ -78,7 +78,7 @@ def judge_protocol(
     """The protocol's claim verdicts once its grid has finished and nothing else
     (``waiting_for``) holds them back, else how far it is."""
     run_ids = grid_run_ids(protocol.experiment, overrides)
-    finished = _finished(results_dir, run_ids)
+    finished = count_finished(results_dir, run_ids)
     loaded = load_runs(results_dir, protocol.experiment, overrides)
     ready = finished == len(run_ids) and waiting_for is None
     verdicts = judge_all(aggregate(uncontended(loaded.runs))) if ready else None
