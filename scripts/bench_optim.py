@@ -49,6 +49,7 @@ from sm3repro.data.download import EWT_FILES  # noqa: E402
 from sm3repro.data.treebank import Sentence, read_treebank  # noqa: E402
 from sm3repro.data.vocab import TreebankView, Vocab  # noqa: E402
 from sm3repro.optim import SM3, optimizer_state_bytes, sm3_fused  # noqa: E402
+from sm3repro.optim.catalog import CATALOG  # noqa: E402
 from sm3repro.parser.features import N_WORD_FEATURES, oracle_examples  # noqa: E402
 from sm3repro.parser.model import ChenManningParser  # noqa: E402
 from sm3repro.parser.transitions import encode  # noqa: E402
@@ -118,8 +119,10 @@ def sparse_row_grad(words: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor
 
 def bench_sparse_rows(args: argparse.Namespace, shapes: dict, batches: list) -> dict:
     """SM3-II with a row-sparse word-embedding gradient vs the same optimizer's dense step
-    (every other parameter dense in both), interleaved rounds, medians; and the floor no sparse
-    path can beat: the dense step of every parameter but the word embedding."""
+    (every other parameter dense in both), interleaved rounds, medians; the floor no sparse
+    path can beat (the dense step of every parameter but the word embedding); and torch's SGD
+    and Adagrad with sparse rows vs their fused dense steps (which one is their fastest exact
+    implementation: the catalog's sparse_rows_faster)."""
     dense_grads = [{k: torch.randn(s) for k, s in shapes.items()} for _ in range(2)]
     sparse_grads = [
         dict(dense_grads[i % 2], **{WORDS: sparse_row_grad(words, shapes[WORDS])})
@@ -128,13 +131,24 @@ def bench_sparse_rows(args: argparse.Namespace, shapes: dict, batches: list) -> 
     others = [{k: g for k, g in grads.items() if k != WORDS} for grads in dense_grads]
     words_dense = [{WORDS: grads[WORDS]} for grads in dense_grads]
     words_sparse = [{WORDS: grads[WORDS]} for grads in sparse_grads]
+    sm3 = lambda ps: SM3(ps, lr=LR, variant="ii")  # noqa: E731
+    sgd_fused = lambda ps: torch.optim.SGD(ps, lr=LR, fused=True)  # noqa: E731
+    adagrad_fused = lambda ps: torch.optim.Adagrad(ps, lr=LR, fused=True)  # noqa: E731
+    # torch's SGD and Adagrad take sparse gradients only on their single-tensor path
+    sgd_sparse = lambda ps: torch.optim.SGD(ps, lr=LR)  # noqa: E731
+    adagrad_sparse = lambda ps: torch.optim.Adagrad(ps, lr=LR)  # noqa: E731
+    cases = {
+        "dense": (sm3, dense_grads), "sparse rows": (sm3, sparse_grads),
+        "others only": (sm3, others), "word table dense": (sm3, words_dense),
+        "word table sparse rows": (sm3, words_sparse),
+        "SGD fused dense": (sgd_fused, dense_grads), "SGD sparse rows": (sgd_sparse, sparse_grads),
+        "Adagrad fused dense": (adagrad_fused, dense_grads),
+        "Adagrad sparse rows": (adagrad_sparse, sparse_grads),
+    }  # fmt: skip
     runs = {}
-    for label, grad_sets in (
-        ("dense", dense_grads), ("sparse rows", sparse_grads), ("others only", others),
-        ("word table dense", words_dense), ("word table sparse rows", words_sparse),
-    ):  # fmt: skip
+    for label, (make, grad_sets) in cases.items():
         params = [nn.Parameter(torch.randn(shapes[k]) * 0.1) for k in grad_sets[0]]
-        runs[label] = (params, SM3(params, lr=LR, variant="ii"), grad_sets, [])
+        runs[label] = (params, make(params), grad_sets, [])
 
     def run_steps(params, optimizer, grad_sets, steps: int) -> float:
         start = time.perf_counter()
@@ -320,6 +334,18 @@ def main(argv: list[str] | None = None) -> int:
         checks.append(
             (f"SM3-II sparse-rows step <= 0.5x its dense step: {ratio:.2f}x", ratio <= 0.5)
         )
+        for name, key in (("SGD", "sgd"), ("Adagrad", "adagrad")):
+            torch_ratio = sparse[f"{name} sparse rows"] / sparse[f"{name} fused dense"]
+            print(
+                f"{name}: sparse rows {sparse[f'{name} sparse rows']:.3f} ms vs fused dense "
+                f"{sparse[f'{name} fused dense']:.3f} ms = {torch_ratio:.2f}x"
+            )
+            faster = CATALOG[key].sparse_rows_faster
+            checks.append((
+                f"catalog: {name}'s fastest exact step is "
+                f"{'sparse rows' if faster else 'fused dense'} ({torch_ratio:.2f}x)",
+                (torch_ratio < 1.0) == faster,
+            ))  # fmt: skip
 
     scratch = {}
     if Path("/proc/self/clear_refs").exists() and ctypes.util.find_library("c"):
