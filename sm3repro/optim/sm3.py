@@ -252,7 +252,7 @@ def sm3(
                     "(the moving average would have to decay every row)"
                 )
             rows, values = _summed_rows(param, grad, kernel)
-            if _fusable(kernel, param, values, accs, kind, None, sparse=True):
+            if _fusable(kernel, param, values, accs, kind, None):
                 kernel.sm3_step(
                     param, values, accs[0], accs[1] if kind == "dims" else None, None, rows,
                     _KIND_CODE[kind], _width(param, kind, sparse=True), variant == "ii", lr, 0.0,
@@ -263,7 +263,7 @@ def sm3(
                 sm3_eager.sparse_step(
                     param, rows, values, accs, kind, lr=lr, variant=variant, eps=eps
                 )
-        elif _fusable(kernel, param, grad := grad.contiguous(), accs, kind, buf, sparse=False):
+        elif _fusable(kernel, param, grad := grad.contiguous(), accs, kind, buf):
             batch.append((param, grad, accs[0], accs[1] if kind == "dims" else None, buf,
                           _KIND_CODE[kind], _width(param, kind, sparse=False)))  # fmt: skip
         else:
@@ -286,8 +286,6 @@ def _fusable(
     accs: list[Tensor],
     kind: str,
     buf: Tensor | None,
-    *,
-    sparse: bool,
 ) -> bool:
     """Whether the fused kernel can step this parameter: float32/64 contiguous CPU tensors (a
     dims cover only for matrices). ``grad`` is the dense gradient or the summed sparse rows."""
