@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = {
             "parser shapes": list(shapes.values()),
             f"{args.scratch_numel:,}-element parameter": [(args.scratch_numel // 10_000, 10_000)],
+            # the first hidden layer of the memory arm's 200.7M-parameter parser (embed 10,800)
+            "200 x 518,400 matrix": [(200, 518_400)],
         }
         for case, case_shapes in cases.items():
             for variant, kernel in itertools.product(("i", "ii"), ("auto", "eager")):

@@ -842,6 +842,92 @@ def test_scratch_stays_bounded_for_a_50m_element_parameter(kernel: str, variant:
     assert optimizer._workspace.nbytes() == 0
 
 
+def test_eager_scratch_stays_within_4_mib_just_above_the_whole_parameter_limit() -> None:
+    """A parameter a little over 4 MiB is stepped in blocks: the shared scratch never reaches
+    its size (stepped whole it would hold 4.4 MB)."""
+    param = nn.Parameter(torch.zeros(1_100, 1_000))  # 4,400,000 bytes > 4 MiB
+    param.grad = torch.full_like(param, 0.5)
+    optimizer = SM3([param], variant="ii", kernel="eager")
+    optimizer.step()
+    assert optimizer._workspace.nbytes() <= 4 * 2**20
+    assert torch.allclose(param.detach(), torch.full_like(param, -0.01))
+
+
+def test_eager_groups_of_both_variants_keep_their_own_plans() -> None:
+    """The eager path caches a plan per parameter and variant: a group switching variant must
+    not reuse the other variant's plan (SM3-I keeps slice maxima SM3-II has none of)."""
+    gen = torch.Generator().manual_seed(8)
+    init = torch.randn(6, 5, generator=gen, dtype=F64)
+    grads = [torch.randn(6, 5, generator=gen, dtype=F64) for _ in range(4)]
+    param = nn.Parameter(init.clone())
+    optimizer = SM3([param], lr=0.1, kernel="eager")
+    want = init.clone()
+    accs = [torch.full((6,), TINY64, dtype=F64), torch.full((5,), TINY64, dtype=F64)]
+    for step, grad in enumerate(grads):
+        variant = "ii" if step % 2 == 0 else "i"
+        optimizer.param_groups[0]["variant"] = variant
+        param.grad = grad.clone()
+        optimizer.step()
+        sm3_reference_step(want, grad, accs, None, lr=0.1, variant=variant)
+    torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["i", "ii"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_wide_matrices_split_by_columns_equal_the_reference(variant: str, momentum: float) -> None:
+    """A matrix this wide (one thread x 140,000 float64 columns > 1 MiB of column maxima) is
+    stepped with its columns split between threads: the same arithmetic as the reference."""
+    gen = torch.Generator().manual_seed(21)
+    shape = (5, 140_000)
+    param = nn.Parameter(torch.randn(shape, generator=gen, dtype=F64))
+    want = param.detach().clone()
+    optimizer = SM3([param], lr=0.1, variant=variant, momentum=momentum, kernel="fused")
+    accs = [torch.full((size,), TINY64, dtype=F64) for size in shape]
+    buf = torch.zeros(shape, dtype=F64) if momentum else None
+    for _ in range(3):
+        grad = torch.randn(shape, generator=gen, dtype=F64)
+        param.grad = grad.clone()
+        optimizer.step()
+        sm3_reference_step(want, grad, accs, buf, lr=0.1, variant=variant, momentum=momentum)
+    torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
+    for ours, theirs in zip(optimizer.state[param]["accumulators"], accs, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
+    gen = torch.Generator().manual_seed(22)
+    shape = (30, 140_000)
+    dense = nn.Parameter(torch.randn(shape, generator=gen, dtype=F64))
+    sparse = nn.Parameter(dense.detach().clone())
+    optimizers = [SM3([p], lr=0.1, variant="ii", kernel="fused") for p in (dense, sparse)]
+    for step in range(3):
+        rows = torch.tensor([step, 7, 12 + step, 7])  # a duplicate, and rows never touched
+        values = torch.randn(len(rows), shape[1], generator=gen, dtype=F64)
+        grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, shape)
+        dense.grad, sparse.grad = grad.to_dense(), grad
+        for optimizer in optimizers:
+            optimizer.step()
+    torch.testing.assert_close(sparse.detach(), dense.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists() or not ctypes.util.find_library("c"),
+    reason="measures with Linux /proc and glibc's malloc_trim",
+)
+@pytest.mark.parametrize("variant", ["i", "ii"])
+def test_scratch_stays_bounded_for_a_wide_matrix(variant: str) -> None:
+    """Per-thread column maxima of a 600,000-column matrix would be 2 x 2.4 MB (plus SM3-I's
+    column inverses): split by columns, the step needs a few KB."""
+    torch.set_num_threads(2)  # the autouse fixture restores it
+    param = nn.Parameter(torch.zeros(20, 600_000))
+    param.grad = torch.full_like(param, 0.5)
+    optimizer = SM3([param], variant=variant, kernel="fused")
+    optimizer.step()
+    assert peak_rss_growth(lambda: torch.ones(2**20).sum()) >= 3 * 2**20  # sees 4 MiB
+    growth = peak_rss_growth(optimizer.step)
+    assert growth <= 1 * 2**20, f"{growth / 2**20:.2f} MiB of scratch for a 20 x 600,000 matrix"
+
+
 # -- the training switch ------------------------------------------------------------------------
 
 

@@ -150,6 +150,129 @@ void sm3_i_rows(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_in
   }
 }
 
+// A wide matrix (the first hidden layer of a widened parser is 200 x 518,400) would need
+// threads x cols of per-thread column maxima when rows are split between threads: megabytes
+// that grow with the parameter. Past kColumnSplitBytes of them, the *columns* are split instead,
+// in blocks of kColumnBlock: each thread owns its columns (their new accumulators are written
+// once every row has read the old ones) and keeps per-row partial maxima, threads x rows.
+// Max is exact in any order, so both splits give bit-identical results.
+constexpr int64_t kColumnSplitBytes = 1 << 20;
+constexpr int64_t kColumnBlock = 2048;
+
+template <typename T>
+bool split_by_columns(int64_t n_rows, int64_t cols, const T* col) {
+  return col != nullptr && cols > n_rows &&
+         at::get_num_threads() * cols * static_cast<int64_t>(sizeof(T)) > kColumnSplitBytes;
+}
+
+template <typename T>
+void combine_rows(const std::vector<T>& partial, int64_t threads, int64_t n_rows,
+                  const int64_t* rows_index, T* row, bool accumulate) {
+  for (int64_t k = 0; k < n_rows; ++k) {
+    T m = partial[k];
+    for (int64_t t = 1; t < threads; ++t) m = std::max(m, partial[t * n_rows + k]);
+    T& out = row[rows_index ? rows_index[k] : k];
+    out = accumulate ? out + m : m;
+  }
+}
+
+// SM3-II split by columns; the arithmetic of sm3_ii_rows.
+template <typename T>
+void sm3_ii_cols(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
+                 int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+  std::vector<T> partial(threads * n_rows, T(0));
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    T* local = partial.data() + at::get_thread_num() * n_rows;
+    std::vector<T> new_col(kColumnBlock);
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
+      const T* __restrict__ cc = col + c0;
+      T* __restrict__ nc = new_col.data();
+      std::copy(cc, cc + width, nc);  // max(old, new) as in the row split
+      for (int64_t k = 0; k < n_rows; ++k) {
+        const int64_t r = rows_index ? rows_index[k] : k;
+        const T* __restrict__ gr = g + k * cols + c0;
+        T* __restrict__ pr = p + r * cols + c0;
+        const T mu = row[r];
+        T row_max = local[k];
+        if (buf) {
+          T* __restrict__ br = buf + r * cols + c0;
+          for (int64_t c = 0; c < width; ++c) {
+            const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+            row_max = std::max(row_max, nu);
+            nc[c] = std::max(nc[c], nu);
+            apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
+          }
+        } else {
+          for (int64_t c = 0; c < width; ++c) {
+            const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+            row_max = std::max(row_max, nu);
+            nc[c] = std::max(nc[c], nu);
+            pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+          }
+        }
+        local[k] = row_max;
+      }
+      std::copy(nc, nc + width, col + c0);
+    }
+  });
+  combine_rows(partial, threads, n_rows, rows_index, row, /*accumulate=*/false);
+}
+
+// SM3-I split by columns; the arithmetic of sm3_i_rows.
+template <typename T>
+void sm3_i_cols(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
+                int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+  std::vector<T> partial(threads * n_rows, T(0));
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    T* local = partial.data() + at::get_thread_num() * n_rows;
+    std::vector<T> col_max(kColumnBlock);
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
+      T* __restrict__ cm = col_max.data();
+      std::fill(cm, cm + width, T(0));
+      for (int64_t k = 0; k < n_rows; ++k) {
+        const T* __restrict__ gr = g + k * cols + c0;
+        T row_max = local[k];
+        for (int64_t c = 0; c < width; ++c) {
+          const T sq = gr[c] * gr[c];
+          row_max = std::max(row_max, sq);
+          cm[c] = std::max(cm[c], sq);
+        }
+        local[k] = row_max;
+      }
+      for (int64_t c = 0; c < width; ++c) col[c0 + c] += cm[c];
+    }
+  });
+  combine_rows(partial, threads, n_rows, rows_index, row, /*accumulate=*/true);
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    std::vector<T> col_inverse(kColumnBlock);
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
+      T* __restrict__ ci = col_inverse.data();
+      for (int64_t c = 0; c < width; ++c) ci[c] = T(1) / (std::sqrt(col[c0 + c]) + eps);
+      for (int64_t k = 0; k < n_rows; ++k) {
+        const int64_t r = rows_index ? rows_index[k] : k;
+        const T* __restrict__ gr = g + k * cols + c0;
+        T* __restrict__ pr = p + r * cols + c0;
+        const T row_inverse = T(1) / (std::sqrt(row[r]) + eps);
+        if (buf) {
+          T* __restrict__ br = buf + r * cols + c0;
+          for (int64_t c = 0; c < width; ++c) {
+            apply(pr + c, br + c, gr[c], std::max(row_inverse, ci[c]), lr, beta);
+          }
+        } else {
+          for (int64_t c = 0; c < width; ++c) pr[c] -= lr * (gr[c] * std::max(row_inverse, ci[c]));
+        }
+      }
+    }
+  });
+}
+
 // Singleton cover (both variants are Adagrad): acc += g^2; precond = 1 / (sqrt(acc) + eps).
 template <typename T>
 void adagrad_rows(T* p, const T* g, T* acc, T* buf, const int64_t* rows_index, int64_t n_rows,
@@ -274,6 +397,9 @@ void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<a
     T* b = has_buf ? buf->data_ptr<T>() : nullptr;
     if (kind == 2) {
       adagrad_rows<T>(p, g, r, b, index, n, cols, T(lr), T(beta), T(eps));
+    } else if (split_by_columns<T>(n, cols, c)) {
+      (variant_ii ? sm3_ii_cols<T> : sm3_i_cols<T>)(p, g, r, c, b, index, n, cols, T(lr),
+                                                    T(beta), T(eps));
     } else if (variant_ii) {
       sm3_ii_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
     } else {

@@ -34,22 +34,28 @@ def has_grid(experiment: str) -> bool:
     return (config_dir() / "experiment" / f"{experiment}.yaml").is_file()
 
 
-@functools.cache
-def _grid(experiment: str, overrides: tuple[str, ...], conf: Path) -> tuple[str, ...]:
+@functools.cache  # composing tens of configs takes seconds; the report asks more than once
+def _grid_configs(experiment: str, overrides: tuple[str, ...], conf: Path) -> tuple[dict, ...]:
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         base = [f"experiment={experiment}", *overrides]
         sweep = compose("config", overrides=base, return_hydra_config=True)
         params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
         # Expand the grid with the sweeper Hydra itself uses, so ranges, choice() and the job
-        # order are exactly the sweep's; a config without params is a single run.
+        # order are exactly the sweep's (command-line values replace swept ones); a config
+        # without params is a single run.
         parsed = OverridesParser.create().parse_overrides(
             [f"{key}={value}" for key, value in params.items()] + base
         )
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         return tuple(
-            run_id_for(OmegaConf.to_container(compose("config", overrides=job), resolve=True))
-            for job in jobs
+            OmegaConf.to_container(compose("config", overrides=job), resolve=True) for job in jobs
         )
+
+
+def grid_configs(experiment: str, overrides: Sequence[str] = ()) -> tuple[dict, ...]:
+    """The resolved config of every point of ``experiment``'s grid, in sweep order (shared:
+    do not modify them)."""
+    return _grid_configs(experiment, tuple(overrides), config_dir())
 
 
 def grid_run_ids(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
@@ -58,4 +64,4 @@ def grid_run_ids(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
     ``overrides`` are the ones the sweep was started with besides ``experiment=<name>``
     (e.g. ``data.max_train_sentences=300``); keys that do not enter the run id do not matter.
     """
-    return list(_grid(experiment, tuple(overrides), config_dir()))
+    return [run_id_for(config) for config in grid_configs(experiment, overrides)]

@@ -9,20 +9,15 @@ and extensions past the starting grid are found wherever they stopped.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 from sm3repro.records import run_id_for
-from sm3repro.report.experiment import config_dir
+from sm3repro.report.experiment import grid_configs
 from sm3repro.report.lr_selection import LADDER_LIMITS, half_decade, ladder_lr
 
 EXPERIMENT = "lr_grid"
@@ -32,25 +27,12 @@ LADDER = tuple(
 SCORE_COLUMNS = ["optimizer", "batch_size", "lr", "run_id", "status", "dev_las_macro"]
 
 
-@functools.cache  # composing ~50 configs takes seconds; the report asks more than once
-def _cells_and_configs(
-    experiment: str, overrides: tuple[str, ...], conf: Path
-) -> dict[tuple[str, int], dict]:
+def _cells_and_configs(experiment: str, overrides: Sequence[str]) -> dict[tuple[str, int], dict]:
     """(optimizer, batch) -> the cell's resolved config at the experiment's first lr."""
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        base = [f"experiment={experiment}", *overrides]
-        sweep = compose("config", overrides=base, return_hydra_config=True)
-        params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
-        # Hydra's own sweeper expands the grid (command-line values replace swept ones).
-        parsed = OverridesParser.create().parse_overrides(
-            [f"{key}={value}" for key, value in params.items()] + base
-        )
-        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-        configs: dict[tuple[str, int], dict] = {}
-        for job in jobs:
-            cfg = OmegaConf.to_container(compose("config", overrides=job), resolve=True)
-            configs.setdefault((cfg["optimizer"]["name"], int(cfg["batch_size"])), cfg)
-        return configs
+    configs: dict[tuple[str, int], dict] = {}
+    for cfg in grid_configs(experiment, overrides):
+        configs.setdefault((cfg["optimizer"]["name"], int(cfg["batch_size"])), cfg)
+    return configs
 
 
 def ladder_run_ids(config: dict) -> dict[float, str]:
@@ -66,7 +48,7 @@ def cell_run_ids(
     experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
 ) -> dict[tuple[str, int], dict[float, str]]:
     """(optimizer, batch) of every grid cell, in sweep order -> {ladder lr: run id}."""
-    configs = _cells_and_configs(experiment, tuple(overrides), config_dir())
+    configs = _cells_and_configs(experiment, overrides)
     return {cell: ladder_run_ids(config) for cell, config in configs.items()}
 
 
