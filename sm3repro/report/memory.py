@@ -58,6 +58,7 @@ def load_grid(results_dir: str | os.PathLike) -> pd.DataFrame:
             "step_s": r["step_s_median"],
             "optimizer_step_s": r["optimizer_step_s_median"],
             "threads": r.get("threads"),
+            "omp_wait_policy": r.get("omp_wait_policy") or "default",
             "git_commit": r.get("provenance", {}).get("git_commit"),
             "cpu_model": r.get("provenance", {}).get("cpu_model"),
         }

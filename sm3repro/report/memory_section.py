@@ -187,6 +187,7 @@ def memory_section(
     top_params = grid[grid.embed_dim == largest].parameters.iloc[0]
     threads = ", ".join(str(t) for t in sorted(grid.threads.dropna().unique()))
     commits = ", ".join(sorted({str(c)[:10] for c in grid.git_commit.dropna()}))
+    policies = ", ".join(sorted(grid.omp_wait_policy.unique()))
     lines += [
         "The study's parser widened until the optimizer's state dominates (`make memory`): "
         "embedding width 50 → "
@@ -195,8 +196,9 @@ def memory_section(
         "is a fresh process training a fixed number of steps on EWT features; its optimizer "
         "memory is its peak RSS (VmHWM) minus SGD's at the same size and batch, so scratch "
         "and temporaries count. Step times are medians of the steps after the first, "
-        f"{threads} thread(s), on a machine shared with other work (contended: read ratios "
-        f"side by side). Records: `results/memory/`, code {commits}.",
+        f"{threads} thread(s), OpenMP wait policy {policies}; they are only as steady as the "
+        "machine was quiet (the records do not say), so read them as ratios side by side. "
+        f"Records: `results/memory/`, code {commits}.",
         "",
         f"![Optimizer memory against parameters]({link})",
         "",
