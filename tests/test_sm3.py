@@ -928,6 +928,58 @@ def test_scratch_stays_bounded_for_a_wide_matrix(variant: str) -> None:
     assert growth <= 1 * 2**20, f"{growth / 2**20:.2f} MiB of scratch for a 20 x 600,000 matrix"
 
 
+def test_non_contiguous_accumulators_are_stepped_eagerly_and_correctly() -> None:
+    """State loaded with strided accumulators (e.g. from another program's state_dict) cannot go
+    to the kernel, which reads raw memory: the eager path steps it, with the same result."""
+    gen = torch.Generator().manual_seed(9)
+    init = torch.randn(4, 6, generator=gen, dtype=F64)
+    grads = [torch.randn(4, 6, generator=gen, dtype=F64) for _ in range(3)]
+    param = nn.Parameter(init.clone())
+    optimizer = SM3([param], lr=0.1, variant="ii")
+    param.grad = grads[0].clone()
+    optimizer.step()
+    state = optimizer.state[param]
+    strided = []
+    for acc in state["accumulators"]:
+        holder = torch.zeros(2 * acc.numel(), dtype=F64)[::2]  # every other element
+        holder.copy_(acc)
+        strided.append(holder)
+    state["accumulators"] = strided
+    assert not any(a.is_contiguous() for a in strided)
+    want, accs = init.clone(), [torch.full((n,), TINY64, dtype=F64) for n in (4, 6)]
+    sm3_reference_step(want, grads[0], accs, None, lr=0.1, variant="ii")
+    for grad in grads[1:]:
+        param.grad = grad.clone()
+        optimizer.step()
+        sm3_reference_step(want, grad, accs, None, lr=0.1, variant="ii")
+    torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
+
+
+def test_integer_tensors_are_refused() -> None:
+    counts = torch.zeros(3, dtype=torch.int64)
+    counts.grad = torch.ones(3, dtype=torch.int64)
+    with pytest.raises(TypeError, match="real floating-point"):
+        SM3([counts]).step()
+
+
+def test_the_functional_core_defaults_to_the_class_defaults() -> None:
+    """sm3() with no eps or momentum is the paper's rule: the class's default step."""
+    from sm3repro.optim.sm3 import sm3
+
+    gen = torch.Generator().manual_seed(10)
+    init, grad = (
+        torch.randn(3, 5, generator=gen, dtype=F64),
+        torch.randn(3, 5, generator=gen, dtype=F64),
+    )
+    param = nn.Parameter(init.clone())
+    param.grad = grad.clone()
+    SM3([param], lr=0.1).step()
+    functional = init.clone()
+    accs = [torch.full((n,), TINY64, dtype=F64) for n in (3, 5)]
+    sm3([functional], [grad.clone()], [accs], [None], lr=0.1, variant="ii")  # eager ops
+    torch.testing.assert_close(functional, param.detach(), rtol=0, atol=1e-12)
+
+
 # -- the training switch ------------------------------------------------------------------------
 
 
