@@ -165,6 +165,20 @@ bool split_by_columns(int64_t n_rows, int64_t cols, const T* col) {
          at::get_num_threads() * cols * static_cast<int64_t>(sizeof(T)) > kColumnSplitBytes;
 }
 
+// Calls block(tid, c0, width) for every kColumnBlock-wide block of columns, the blocks split
+// between threads; tid indexes per-thread buffers.
+template <typename F>
+void for_column_blocks(int64_t cols, const F& block) {
+  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+    const int64_t tid = at::get_thread_num();
+    for (int64_t b = first; b < last; ++b) {
+      const int64_t c0 = b * kColumnBlock;
+      block(tid, c0, std::min(cols - c0, kColumnBlock));
+    }
+  });
+}
+
 template <typename T>
 void combine_rows(const std::vector<T>& partial, int64_t threads, int64_t n_rows,
                   const int64_t* rows_index, T* row, bool accumulate) {
@@ -181,42 +195,38 @@ template <typename T>
 void sm3_ii_cols(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
                  int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
   const int64_t threads = at::get_num_threads();
-  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
   std::vector<T> partial(threads * n_rows, T(0));
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    T* local = partial.data() + at::get_thread_num() * n_rows;
-    std::vector<T> new_col(kColumnBlock);
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
-      const T* __restrict__ cc = col + c0;
-      T* __restrict__ nc = new_col.data();
-      std::copy(cc, cc + width, nc);  // max(old, new) as in the row split
-      for (int64_t k = 0; k < n_rows; ++k) {
-        const int64_t r = rows_index ? rows_index[k] : k;
-        const T* __restrict__ gr = g + k * cols + c0;
-        T* __restrict__ pr = p + r * cols + c0;
-        const T mu = row[r];
-        T row_max = local[k];
-        if (buf) {
-          T* __restrict__ br = buf + r * cols + c0;
-          for (int64_t c = 0; c < width; ++c) {
-            const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
-            row_max = std::max(row_max, nu);
-            nc[c] = std::max(nc[c], nu);
-            apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
-          }
-        } else {
-          for (int64_t c = 0; c < width; ++c) {
-            const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
-            row_max = std::max(row_max, nu);
-            nc[c] = std::max(nc[c], nu);
-            pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
-          }
+  std::vector<T> new_cols(threads * kColumnBlock);
+  for_column_blocks(cols, [&](int64_t tid, int64_t c0, int64_t width) {
+    T* local = partial.data() + tid * n_rows;
+    const T* __restrict__ cc = col + c0;
+    T* __restrict__ nc = new_cols.data() + tid * kColumnBlock;
+    std::copy(cc, cc + width, nc);  // max(old, new) as in the row split
+    for (int64_t k = 0; k < n_rows; ++k) {
+      const int64_t r = rows_index ? rows_index[k] : k;
+      const T* __restrict__ gr = g + k * cols + c0;
+      T* __restrict__ pr = p + r * cols + c0;
+      const T mu = row[r];
+      T row_max = local[k];
+      if (buf) {
+        T* __restrict__ br = buf + r * cols + c0;
+        for (int64_t c = 0; c < width; ++c) {
+          const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          nc[c] = std::max(nc[c], nu);
+          apply(pr + c, br + c, gr[c], T(1) / (std::sqrt(nu) + eps), lr, beta);
         }
-        local[k] = row_max;
+      } else {
+        for (int64_t c = 0; c < width; ++c) {
+          const T nu = std::min(mu, cc[c]) + gr[c] * gr[c];
+          row_max = std::max(row_max, nu);
+          nc[c] = std::max(nc[c], nu);
+          pr[c] -= lr * (gr[c] / (std::sqrt(nu) + eps));
+        }
       }
-      std::copy(nc, nc + width, col + c0);
+      local[k] = row_max;
     }
+    std::copy(nc, nc + width, col + c0);
   });
   combine_rows(partial, threads, n_rows, rows_index, row, /*accumulate=*/false);
 }
@@ -226,48 +236,40 @@ template <typename T>
 void sm3_i_cols(T* p, const T* g, T* row, T* col, T* buf, const int64_t* rows_index,
                 int64_t n_rows, int64_t cols, T lr, T beta, T eps) {
   const int64_t threads = at::get_num_threads();
-  const int64_t blocks = (cols + kColumnBlock - 1) / kColumnBlock;
   std::vector<T> partial(threads * n_rows, T(0));
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    T* local = partial.data() + at::get_thread_num() * n_rows;
-    std::vector<T> col_max(kColumnBlock);
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
-      T* __restrict__ cm = col_max.data();
-      std::fill(cm, cm + width, T(0));
-      for (int64_t k = 0; k < n_rows; ++k) {
-        const T* __restrict__ gr = g + k * cols + c0;
-        T row_max = local[k];
-        for (int64_t c = 0; c < width; ++c) {
-          const T sq = gr[c] * gr[c];
-          row_max = std::max(row_max, sq);
-          cm[c] = std::max(cm[c], sq);
-        }
-        local[k] = row_max;
+  std::vector<T> blocks_buf(threads * kColumnBlock);  // column maxima, then column inverses
+  for_column_blocks(cols, [&](int64_t tid, int64_t c0, int64_t width) {
+    T* local = partial.data() + tid * n_rows;
+    T* __restrict__ cm = blocks_buf.data() + tid * kColumnBlock;
+    std::fill(cm, cm + width, T(0));
+    for (int64_t k = 0; k < n_rows; ++k) {
+      const T* __restrict__ gr = g + k * cols + c0;
+      T row_max = local[k];
+      for (int64_t c = 0; c < width; ++c) {
+        const T sq = gr[c] * gr[c];
+        row_max = std::max(row_max, sq);
+        cm[c] = std::max(cm[c], sq);
       }
-      for (int64_t c = 0; c < width; ++c) col[c0 + c] += cm[c];
+      local[k] = row_max;
     }
+    for (int64_t c = 0; c < width; ++c) col[c0 + c] += cm[c];
   });
   combine_rows(partial, threads, n_rows, rows_index, row, /*accumulate=*/true);
-  at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-    std::vector<T> col_inverse(kColumnBlock);
-    for (int64_t b = first; b < last; ++b) {
-      const int64_t c0 = b * kColumnBlock, width = std::min(cols - c0, kColumnBlock);
-      T* __restrict__ ci = col_inverse.data();
-      for (int64_t c = 0; c < width; ++c) ci[c] = T(1) / (std::sqrt(col[c0 + c]) + eps);
-      for (int64_t k = 0; k < n_rows; ++k) {
-        const int64_t r = rows_index ? rows_index[k] : k;
-        const T* __restrict__ gr = g + k * cols + c0;
-        T* __restrict__ pr = p + r * cols + c0;
-        const T row_inverse = T(1) / (std::sqrt(row[r]) + eps);
-        if (buf) {
-          T* __restrict__ br = buf + r * cols + c0;
-          for (int64_t c = 0; c < width; ++c) {
-            apply(pr + c, br + c, gr[c], std::max(row_inverse, ci[c]), lr, beta);
-          }
-        } else {
-          for (int64_t c = 0; c < width; ++c) pr[c] -= lr * (gr[c] * std::max(row_inverse, ci[c]));
+  for_column_blocks(cols, [&](int64_t tid, int64_t c0, int64_t width) {
+    T* __restrict__ ci = blocks_buf.data() + tid * kColumnBlock;
+    for (int64_t c = 0; c < width; ++c) ci[c] = T(1) / (std::sqrt(col[c0 + c]) + eps);
+    for (int64_t k = 0; k < n_rows; ++k) {
+      const int64_t r = rows_index ? rows_index[k] : k;
+      const T* __restrict__ gr = g + k * cols + c0;
+      T* __restrict__ pr = p + r * cols + c0;
+      const T row_inverse = T(1) / (std::sqrt(row[r]) + eps);
+      if (buf) {
+        T* __restrict__ br = buf + r * cols + c0;
+        for (int64_t c = 0; c < width; ++c) {
+          apply(pr + c, br + c, gr[c], std::max(row_inverse, ci[c]), lr, beta);
         }
+      } else {
+        for (int64_t c = 0; c < width; ++c) pr[c] -= lr * (gr[c] * std::max(row_inverse, ci[c]));
       }
     }
   });
