@@ -3,8 +3,9 @@
 Speed tricks, each with its reason beside it: integer views for max-reductions, regrouped column
 maxima, torch calls bound in advance (:class:`_Plan`), one shared scratch buffer
 (:class:`Workspace`), and no full-size square root for SM3-I. Parameters above
-:data:`_WHOLE_MAX_BYTES` are stepped in blocks, so the scratch stays a few MiB whatever their
-size. :mod:`sm3repro.optim.sm3_reference` is the plain version these must agree with.
+:data:`_WHOLE_MAX_BYTES` are stepped in pieces of about :data:`_BLOCK_BYTES` (matrices in tiles,
+split by columns when a row is wider than a tile), so the scratch stays a few MiB whatever their
+size or shape. :mod:`sm3repro.optim.sm3_reference` is the plain version these must agree with.
 """
 
 from __future__ import annotations
@@ -330,6 +331,112 @@ def _blocked_step(
         update(b, fold(torch.maximum, inverses, b))
 
 
+def _tiled_step(
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    kind: str,
+    buf: Tensor | None,
+    lr: float,
+    variant: str,
+    momentum: float,
+    eps: float,
+) -> None:
+    """The eager dense step for a large matrix, one tile of about _BLOCK_BYTES at a time: whole
+    rows where a row fits in a tile, else column blocks one row high. Every temporary is a tile
+    or a tile's row or column maxima, whatever the matrix's width (a row of the widened parser's
+    first layer is 2 MB). Each column block is finished before the next starts, so its column
+    accumulators can be written when it ends; rows that span several column blocks gather their
+    maxima in ``row_max`` (only ever needed when rows * _BLOCK_BYTES < the matrix's size, so it
+    is small)."""
+    n_rows, n_cols = param.shape
+    item = param.element_size()
+    width = min(n_cols, max(1, _BLOCK_BYTES // item))
+    height = min(n_rows, max(1, _BLOCK_BYTES // (width * item)))
+    like = {"dtype": param.dtype, "device": param.device}
+    # Every buffer is allocated once per step: freeing and re-allocating 512 KiB per tile lets
+    # glibc raise its mmap threshold and leave the heap fragmented (a few MiB more RSS at times).
+    tile_work = torch.empty(height * width, **like)
+    col_work, col_maxima = torch.empty(width, **like), torch.empty(width, **like)
+    row_work, row_maxima = torch.empty(height, **like), torch.empty(height, **like)
+    row_acc, col_acc = accs[0], accs[1] if kind == "dims" else None
+    row_max = None if width == n_cols else torch.zeros(n_rows, **like)
+    col_blocks = [slice(c, min(c + width, n_cols)) for c in range(0, n_cols, width)]
+    row_blocks = [slice(r, min(r + height, n_rows)) for r in range(0, n_rows, height)]
+
+    def tile(rb: slice, cb: slice) -> Tensor:
+        return tile_work[: (rb.stop - rb.start) * (cb.stop - cb.start)].view(
+            rb.stop - rb.start, cb.stop - cb.start
+        )
+
+    def maxima(x: Tensor, dim: int) -> Tensor:
+        """x.amax(dim), into the buffer for rows (dim 1) or columns (dim 0)."""
+        out = (col_maxima if dim == 0 else row_maxima)[: x.shape[1 - dim]]
+        return torch.amax(x, dim, out=out)
+
+    def update(rb: slice, cb: slice, precond: Tensor) -> None:
+        block_buf = buf[rb, cb] if buf is not None else None
+        _apply_update(param[rb, cb], grad[rb, cb], precond, block_buf, lr, momentum)
+
+    def gather_rows(rb: slice, maxima: Tensor, into_acc: Callable[[Tensor, Tensor], Any]) -> None:
+        """A tile's row maxima: straight into the row accumulators when the tile holds whole
+        rows (no later tile reads those rows), else into row_max for the end of the step."""
+        if row_max is None:
+            into_acc(row_acc[rb], maxima)
+        else:
+            torch.maximum(row_max[rb], maxima, out=row_max[rb])
+
+    if kind == "singleton":  # elementwise: Adagrad in tiles
+        for cb in col_blocks:
+            for rb in row_blocks:
+                g = grad[rb, cb]
+                row_acc[rb, cb].addcmul_(g, g)
+                update(rb, cb, _inverse_root(row_acc[rb, cb], tile(rb, cb), eps))
+        return
+    if variant == "ii":
+        for cb in col_blocks:
+            col_max = col_work[: cb.stop - cb.start].zero_()
+            for rb in row_blocks:
+                nu = tile(rb, cb)
+                if col_acc is None:
+                    nu.copy_(row_acc[rb].unsqueeze(1).expand_as(nu))
+                else:
+                    torch.minimum(row_acc[rb].unsqueeze(1), col_acc[cb].unsqueeze(0), out=nu)
+                nu.addcmul_(grad[rb, cb], grad[rb, cb])
+                if col_acc is not None:
+                    torch.maximum(col_max, maxima(nu, 0), out=col_max)
+                gather_rows(rb, maxima(nu, 1), Tensor.copy_)  # SM3-II: mu(r) = max of nu afresh
+                update(rb, cb, _inverse_root(nu, nu, eps))
+            if col_acc is not None:
+                col_acc[cb] = col_max
+        if row_max is not None:
+            row_acc.copy_(row_max)
+        return
+    # SM3-I: first the accumulators, from the slice maxima of g^2...
+    for cb in col_blocks:
+        col_max = col_work[: cb.stop - cb.start].zero_()
+        for rb in row_blocks:
+            squares = torch.mul(grad[rb, cb], grad[rb, cb], out=tile(rb, cb))
+            if col_acc is not None:
+                torch.maximum(col_max, maxima(squares, 0), out=col_max)
+            gather_rows(rb, maxima(squares, 1), Tensor.add_)
+        if col_acc is not None:
+            col_acc[cb] += col_max
+    if row_max is not None:
+        row_acc += row_max
+    # ...then the update, with 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) as in _eager_step.
+    for cb in col_blocks:
+        col_inverse = None
+        if col_acc is not None:
+            col_inverse = _inverse_root(col_acc[cb], col_work[: cb.stop - cb.start], eps)
+        for rb in row_blocks:
+            row_inverse = _inverse_root(row_acc[rb], row_work[: rb.stop - rb.start], eps)
+            precond = row_inverse.unsqueeze(1)
+            if col_inverse is not None:
+                precond = torch.maximum(precond, col_inverse.unsqueeze(0), out=tile(rb, cb))
+            update(rb, cb, precond)
+
+
 def _max_except(x: Tensor, dim: int) -> Tensor:
     """For each index k along ``dim``, the max of the non-negative x over x.select(dim, k)."""
     out = torch.empty(x.shape[dim], dtype=x.dtype, device=x.device)
@@ -393,8 +500,11 @@ def dense_step(
     momentum: float,
     eps: float,
 ) -> None:
-    """One eager dense step: whole for parameters up to _WHOLE_MAX_BYTES, else in blocks."""
-    if param.dim() and param.numel() * param.element_size() > _WHOLE_MAX_BYTES:
-        _blocked_step(param, grad, accs, kind, buf, lr, variant, momentum, eps)
-    else:
+    """One eager dense step: whole for parameters up to _WHOLE_MAX_BYTES, else in tiles
+    (matrices) or blocks of leading-dimension slices (other ranks)."""
+    if not param.dim() or param.numel() * param.element_size() <= _WHOLE_MAX_BYTES:
         _eager_step(workspace, param, grad, accs, buf, lr, variant, momentum, eps)
+    elif param.dim() == 2:
+        _tiled_step(param, grad, accs, kind, buf, lr, variant, momentum, eps)
+    else:
+        _blocked_step(param, grad, accs, kind, buf, lr, variant, momentum, eps)
