@@ -119,11 +119,12 @@ def test_cpu_percent_divides_by_the_usable_cores(monkeypatch, cores: int) -> Non
 class FakeMachine:
     """Scripted clocks for resources.py: wall time, our CPU time, and per-core system times."""
 
-    RSS = 300 * resources.MB
+    RSS = 300 * 2**20  # bytes (not resources.MB: the record's MB must be 2**20 bytes)
 
     def __init__(self, cores: int, steal_field: bool = True) -> None:
         self.cores, self.wall, self.cpu, self.busy, self.steal = cores, 100.0, 10.0, 50.0, 3.0
         self.steal_field = steal_field  # False: a platform whose CPU times have no steal
+        self.system_percent = 37.0  # what psutil.cpu_percent reports next
 
     def advance(self, wall: float, cpu: float, others: float = 0.0, steal: float = 0.0) -> None:
         """``wall`` seconds pass; we use ``cpu`` CPU seconds, other processes ``others``."""
@@ -153,7 +154,7 @@ class FakeMachine:
                 for _ in range(n)
             ]
 
-        cpu_percent = lambda interval=None: 37.0  # noqa: E731
+        cpu_percent = lambda interval=None: machine.system_percent  # noqa: E731
         monkeypatch.setattr(resources, "psutil", NS(Process=Process, cpu_times=cpu_times,
                                                     cpu_percent=cpu_percent))  # fmt: skip
         monkeypatch.setattr(resources, "time", NS(perf_counter=lambda: machine.wall))
@@ -233,6 +234,67 @@ def test_meter_on_scripted_clocks_without_any_time(monkeypatch) -> None:
     assert totals["cpu_percent"] is None and totals["samples"] == 0
     assert totals["steal_s"] == 0.0 and totals["system_busy_s"] == 0.0
     assert totals["cpu_percent_peak"] is None and totals["system_cpu_percent_mean"] is None
+
+
+def test_epoch_figures_are_the_mean_and_peak_of_its_samples(monkeypatch) -> None:
+    """Two samples in one epoch (a pause closes one): system CPU% is their mean, the CPU% peak
+    their max; an idle run's peak is 0, and an interval of 1 ms or less is no sample."""
+    machine = FakeMachine(cores=2)
+    machine.install(monkeypatch)
+    machine.wall = 0.0  # so that 1 ms below is exactly 1e-3 s
+    meter = ResourceMeter(interval=3600).start()
+    machine.advance(wall=0.001, cpu=0.001)
+    meter.pause()  # too short an interval to sample
+    meter.resume()
+    machine.system_percent = 20.0
+    machine.advance(wall=1, cpu=0)
+    meter.pause()  # sample 1: our CPU 0%, the system's 20%
+    meter.resume()
+    machine.system_percent = 60.0
+    machine.advance(wall=1, cpu=0.5)
+    epoch = meter.mark_epoch()  # sample 2: 25% and 60%
+    assert epoch["system_cpu_percent"] == 40.0 and epoch["cpu_percent_peak"] == 25.0
+    totals = meter.stop()
+    assert totals["samples"] == 2 and totals["system_cpu_percent_mean"] == 40.0
+    assert totals["cpu_percent_peak"] == 25.0 and totals["runtime_s"] == 2.001
+
+    idle_machine = FakeMachine(cores=2)  # an idle run: every sample reads 0%
+    idle_machine.install(monkeypatch)
+    idle = ResourceMeter(interval=3600).start()
+    idle_machine.advance(wall=100, cpu=0)
+    totals = idle.stop()
+    assert totals["samples"] == 1 and totals["cpu_percent_peak"] == 0.0
+
+
+def test_system_times_sum_every_busy_field_of_the_usable_cores(monkeypatch) -> None:
+    """Busy = user + nice + system + irq + softirq of each usable core (fields a platform lacks
+    count 0), steal on its own; the other cores are not ours to judge."""
+    from types import SimpleNamespace as NS
+
+    per_cpu = [
+        NS(user=1, nice=2, system=4, irq=8, softirq=16, steal=32),
+        NS(user=100, nice=200, system=400, irq=800, softirq=1600, steal=3200),
+        NS(user=10_000, nice=0, system=0),  # no irq, softirq or steal fields
+    ]
+    monkeypatch.setattr(resources.psutil, "cpu_times", lambda percpu=False: per_cpu)
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 2})
+    assert resources.system_busy_and_steal_s() == (31 + 10_000, 32)
+    assert resources.system_busy_and_steal_s([1]) == (3100, 3200)
+
+
+def test_peak_rss_falls_back_to_ru_maxrss_in_the_platforms_unit(monkeypatch) -> None:
+    """Without /proc: getrusage's ru_maxrss, kB on Linux and bytes on macOS."""
+    from types import SimpleNamespace as NS
+
+    def no_procfs(path, *args, **kwargs):
+        raise OSError(f"{path}: no procfs here")
+
+    monkeypatch.setattr(resources, "open", no_procfs, raising=False)
+    monkeypatch.setattr(resources.resource, "getrusage", lambda who: NS(ru_maxrss=1000))
+    monkeypatch.setattr(resources.sys, "platform", "linux")
+    assert resources.peak_rss_bytes() == 1_024_000
+    monkeypatch.setattr(resources.sys, "platform", "darwin")
+    assert resources.peak_rss_bytes() == 1000
 
 
 def test_contention_thresholds() -> None:
