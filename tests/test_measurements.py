@@ -50,10 +50,18 @@ def test_runtime_and_cpu_time_exclude_dev_evaluation(tmp_path, ewt_dir, monkeypa
     summary = train_tiny(tmp_path, ewt_dir, "epochs=2", "batch_size=128")
     assert len(dev_calls) == 2
     r = summary["resources"]
-    trained_s = sum(
-        row["epoch_time_s"]
-        for row in epoch_rows(Path(tmp_path / "results" / "runs" / summary["run_id"]))
-    )
+    rows = epoch_rows(Path(tmp_path / "results" / "runs" / summary["run_id"]))
+    trained_s = sum(row["epoch_time_s"] for row in rows)
+    # throughput and means from the epochs' own seconds (rounded to 1 ms in the rows)
+    examples = summary["data"]["train_examples"]
+    for row in rows:
+        rel = 0.0005 / row["epoch_time_s"] + 1e-4  # the row's seconds are rounded to 1 ms
+        assert row["examples_per_s"] == pytest.approx(examples / row["epoch_time_s"], rel=rel)
+    assert r["epoch_time_s_mean"] == pytest.approx(trained_s / 2, abs=1e-3)
+    rel = 0.001 / trained_s + 1e-4
+    assert r["examples_per_s"] == pytest.approx(2 * examples / trained_s, rel=rel)
+    assert r["runtime_min"] == pytest.approx(r["runtime_s"] / 60, abs=1e-3)
+    assert r["cpu_s_per_1k_examples"] == pytest.approx(1000 * r["cpu_s"] / (2 * examples), rel=1e-3)
     # counted, the two evaluations would add 2 x SPIN_S of wall and CPU time
     assert r["runtime_s"] < trained_s + SPIN_S / 2, (r, trained_s)
     assert r["cpu_s"] < trained_s * r["usable_cores"] + SPIN_S / 2, (r, trained_s)
