@@ -285,19 +285,22 @@ def test_system_times_sum_every_busy_field_of_the_usable_cores(monkeypatch) -> N
         NS(user=10_000, nice=0, system=0),  # no irq, softirq or steal fields
     ]
     monkeypatch.setattr(resources.psutil, "cpu_times", lambda percpu=False: per_cpu)
-    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 2})
+    # this process (pid 0) may use cores 0 and 2; any other pid is another process
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: {0, 2} if pid == 0 else {1})
     assert resources.system_busy_and_steal_s() == (31 + 10_000, 32)
     assert resources.system_busy_and_steal_s([1]) == (3100, 3200)
 
 
 def test_peak_rss_falls_back_to_ru_maxrss_in_the_platforms_unit(monkeypatch) -> None:
-    """Without /proc: getrusage's ru_maxrss, kB on Linux and bytes on macOS."""
+    """Without /proc the high-water mark cannot be reset, and the peak is getrusage's
+    ru_maxrss: kB on Linux, bytes on macOS."""
     from types import SimpleNamespace as NS
 
     def no_procfs(path, *args, **kwargs):
         raise OSError(f"{path}: no procfs here")
 
     monkeypatch.setattr(resources, "open", no_procfs, raising=False)
+    assert resources.reset_peak_rss() is False  # so the record says the peak is lifelong
     monkeypatch.setattr(resources.resource, "getrusage", lambda who: NS(ru_maxrss=1000))
     monkeypatch.setattr(resources.sys, "platform", "linux")
     assert resources.peak_rss_bytes() == 1_024_000
