@@ -321,6 +321,26 @@ def test_contention_thresholds() -> None:
     assert resources.contention(wall, 0.0, 0.0, -0.5, cores)["steal_percent"] == 0.0
 
 
+def test_an_empty_affinity_still_counts_one_core(monkeypatch) -> None:
+    monkeypatch.setattr(resources.os, "sched_getaffinity", lambda pid: set())
+    assert resources.usable_cores() == 1
+
+
+def test_the_default_meter_samples_every_half_second() -> None:
+    """Twice a second: often enough for a 10-s epoch's peak, rare enough to cost nothing."""
+    meter = ResourceMeter().start()
+    time.sleep(2.2)
+    totals = meter.stop()  # samples at 0.5, 1.0, 1.5 and 2.0 s, and one when stopping
+    # a late wake-up on a busy machine may cost one; every 1.5 s would give 2, a busy loop 1000s
+    assert 4 <= totals["samples"] <= 5, totals
+
+
+def test_peak_rss_is_recorded_in_mib(monkeypatch) -> None:
+    FakeMachine(cores=2).install(monkeypatch)
+    monkeypatch.setattr(resources, "peak_rss_bytes", lambda: 512 * 2**20 + 52_429)  # +0.05 MiB
+    assert ResourceMeter(interval=3600).start().stop()["peak_rss_mb"] == 512.1
+
+
 def test_usable_cores_without_affinity(monkeypatch) -> None:
     """Where the platform has no CPU affinity: the machine's count, else 1."""
     monkeypatch.delattr(resources.os, "sched_getaffinity")
