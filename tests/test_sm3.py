@@ -988,6 +988,13 @@ def test_the_functional_core_defaults_to_the_class_defaults() -> None:
     accs = [torch.full((n,), TINY64, dtype=F64) for n in (3, 5)]
     sm3([functional], [grad.clone()], [accs], [None], lr=0.1, variant="ii")  # eager ops
     torch.testing.assert_close(functional, param.detach(), rtol=0, atol=1e-12)
+    # A buffer without a momentum: beta = 0, so the buffer holds this step's update and the
+    # weights move exactly as without one.
+    with_buffer, buffer = init.clone(), torch.zeros_like(init)
+    accs = [torch.full((n,), TINY64, dtype=F64) for n in (3, 5)]
+    sm3([with_buffer], [grad.clone()], [accs], [buffer], lr=0.1, variant="ii")
+    torch.testing.assert_close(with_buffer, param.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(buffer, (init - with_buffer) / 0.1, rtol=1e-9, atol=1e-12)
 
 
 # -- the training switch ------------------------------------------------------------------------
