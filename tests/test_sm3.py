@@ -972,6 +972,20 @@ def test_integer_tensors_are_refused() -> None:
         SM3([counts]).step()
 
 
+@pytest.mark.parametrize("kernel", ["auto", "eager"])
+def test_an_empty_parameter_is_skipped_and_the_rest_are_stepped(kernel: str) -> None:
+    """A zero-size parameter (e.g. a layer of width 0) has nothing to update; the parameters
+    after it in the group still take their step."""
+    empty = nn.Parameter(torch.zeros(0, 4, dtype=F64))
+    empty.grad = torch.zeros_like(empty)
+    params = [nn.Parameter(torch.ones(3, 4, dtype=F64)) for _ in range(2)]
+    for param in params:
+        param.grad = torch.full_like(param, 0.5)
+    SM3([params[0], empty, params[1]], lr=0.1, kernel=kernel).step()
+    for param in params:  # first step of SM3: g / |g| = 1 everywhere
+        torch.testing.assert_close(param.detach(), torch.full_like(param, 0.9), rtol=0, atol=1e-6)
+
+
 def test_the_functional_core_defaults_to_the_class_defaults() -> None:
     """sm3() with no eps or momentum is the paper's rule: the class's default step."""
     from sm3repro.optim.sm3 import sm3
