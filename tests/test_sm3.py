@@ -986,6 +986,15 @@ def test_an_empty_parameter_is_skipped_and_the_rest_are_stepped(kernel: str) -> 
         torch.testing.assert_close(param.detach(), torch.full_like(param, 0.9), rtol=0, atol=1e-6)
 
 
+def test_a_parameter_without_a_gradient_is_left_alone_and_the_rest_are_stepped() -> None:
+    frozen, trained = (nn.Parameter(torch.ones(3, 4, dtype=F64)) for _ in range(2))
+    trained.grad = torch.full_like(trained, 0.5)
+    optimizer = SM3([frozen, trained], lr=0.1)
+    optimizer.step()
+    assert torch.equal(frozen.detach(), torch.ones(3, 4, dtype=F64)) and frozen not in optimizer.state
+    torch.testing.assert_close(trained.detach(), torch.full_like(trained, 0.9), rtol=0, atol=1e-6)
+
+
 def test_the_functional_core_defaults_to_the_class_defaults() -> None:
     """sm3() with no eps or momentum is the paper's rule: the class's default step."""
     from sm3repro.optim.sm3 import sm3
