@@ -991,7 +991,9 @@ def test_a_parameter_without_a_gradient_is_left_alone_and_the_rest_are_stepped()
     trained.grad = torch.full_like(trained, 0.5)
     optimizer = SM3([frozen, trained], lr=0.1)
     optimizer.step()
-    assert torch.equal(frozen.detach(), torch.ones(3, 4, dtype=F64)) and frozen not in optimizer.state
+    assert (
+        torch.equal(frozen.detach(), torch.ones(3, 4, dtype=F64)) and frozen not in optimizer.state
+    )
     torch.testing.assert_close(trained.detach(), torch.full_like(trained, 0.9), rtol=0, atol=1e-6)
 
 
