@@ -124,3 +124,33 @@ def test_no_word_dropout_keeps_every_word() -> None:
     )
     model.train()
     assert torch.equal(model.embed(features)[:, :N_WORD_FEATURES].round().long(), words)
+
+
+def test_word_dropout_keeps_the_checkpoint_format() -> None:
+    """The UNK probabilities are derived from the train counts, not state: a model with word
+    dropout saves and loads the same state dict as one without (checkpoints, best weights)."""
+    plain = ChenManningParser(7, 3, 3, 5, embed_dim=2)
+    dropping = ChenManningParser(7, 3, 3, 5, embed_dim=2, word_dropout=0.25, word_counts=[1] * 7)
+    assert dropping.state_dict().keys() == plain.state_dict().keys()
+    dropping.load_state_dict(plain.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dropout": -0.1}, "model.dropout must be in"),
+        ({"dropout": 1.0}, "model.dropout must be in"),
+        ({"word_dropout": -0.5, "word_counts": [1] * 7}, "model.word_dropout must be >= 0"),
+        ({"word_dropout": 0.25}, "needs the train word counts"),
+    ],
+)
+def test_dropout_rates_out_of_range_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ChenManningParser(7, 3, 3, 5, embed_dim=2, **kwargs)
+
+
+def test_hidden_layers_take_their_configured_widths() -> None:
+    model = ChenManningParser(7, 3, 3, 5, embed_dim=2, hidden=(30, 20))
+    assert model.hidden1.out_features == 30 and model.hidden2.in_features == 30
+    assert model.hidden2.out_features == 20 and model.output.in_features == 20
+    assert model(torch.zeros(4, N_FEATURES, dtype=torch.long)).shape == (4, 5)
