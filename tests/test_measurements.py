@@ -92,6 +92,12 @@ def test_a_resumed_run_adds_up_its_segments(run_harness, tmp_path, ewt_dir) -> N
     cpu_s = sum(row["cpu_percent"] / 100 * r["usable_cores"] * row["epoch_time_s"] for row in rows)
     expected_percent = 100 * cpu_s / r["runtime_s"] / r["usable_cores"]
     assert r["cpu_percent"] == pytest.approx(expected_percent, rel=0.25), (r, rows)
+    # and it is the whole run's CPU seconds over its runtime, as recorded
+    cores = r["usable_cores"]
+    assert r["cpu_percent"] == pytest.approx(
+        100 * r["cpu_s"] / r["runtime_s"] / cores,
+        abs=rounding_error(r["cpu_s"], r["runtime_s"], cores, unit=1e-3),
+    )
     # CPU seconds and CPU-s per 1k examples cover both segments too, not only the last one
     assert r["cpu_s"] == pytest.approx(cpu_s, rel=0.25), (r, rows)
     examples = resumed["data"]["train_examples"] * len(rows)

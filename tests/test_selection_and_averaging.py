@@ -154,3 +154,18 @@ def test_hidden_layers_take_their_configured_widths() -> None:
     assert model.hidden1.out_features == 30 and model.hidden2.in_features == 30
     assert model.hidden2.out_features == 20 and model.output.in_features == 20
     assert model(torch.zeros(4, N_FEATURES, dtype=torch.long)).shape == (4, 5)
+
+
+def test_word_dropout_never_drops_a_word_whose_probability_is_zero(monkeypatch) -> None:
+    """NULL, ROOT and UNK (count 0) have p = 0: kept even on a uniform draw of exactly 0.0,
+    which torch.rand can return; any positive p drops the word on that draw."""
+    counts = [0, 0, 0, 3]
+    model = ChenManningParser(4, 3, 3, 5, embed_dim=1, word_dropout=1.0, word_counts=counts)
+    with torch.no_grad():
+        model.word_embed.weight[:, 0] = torch.arange(4, dtype=torch.float32)
+    words = torch.arange(4).repeat(N_WORD_FEATURES // 4 + 1)[:N_WORD_FEATURES].view(1, -1)
+    features = torch.cat([words, torch.zeros(1, N_FEATURES - N_WORD_FEATURES, dtype=torch.long)], 1)
+    monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.zeros(shape))
+    model.train()
+    seen = model.embed(features)[:, :N_WORD_FEATURES].round().long()
+    assert torch.equal(seen, torch.where(words == 3, UNK_ID, words))
