@@ -169,3 +169,13 @@ def test_word_dropout_never_drops_a_word_whose_probability_is_zero(monkeypatch) 
     model.train()
     seen = model.embed(features)[:, :N_WORD_FEATURES].round().long()
     assert torch.equal(seen, torch.where(words == 3, UNK_ID, words))
+
+
+def test_embeddings_start_uniform_in_a_tenth() -> None:
+    """Chen & Manning's initialization: every embedding table U(-0.1, 0.1), not nn.Embedding's
+    N(0, 1) (the uniform's std is 0.1 / sqrt(3) = 0.0577)."""
+    torch.manual_seed(0)
+    model = ChenManningParser(2000, 50, 40, 5, embed_dim=50)
+    for table in (model.word_embed, model.tag_embed, model.label_embed):
+        w = table.weight.detach()
+        assert w.abs().max() <= 0.1 and w.std().item() == pytest.approx(0.1 / 3**0.5, rel=0.05)
