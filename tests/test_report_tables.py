@@ -178,3 +178,19 @@ def test_a_row_with_one_seed_is_shown() -> None:
         assert r["n"] == 1, table.__name__
     assert row(table1(one), "sm3_i", 512)["cpu_percent_mean"] == 21.0
     assert pd.isna(row(table1(one), "sm3_i", 512)["cpu_percent_std"])
+
+
+def test_rounding_takes_the_longest_matching_prefix_and_leaves_the_rest() -> None:
+    """A column is rounded by the longest quantity name it starts with; columns that match none,
+    or hold no floats, pass through as they are."""
+    from sm3repro.report.tables import _round
+
+    df = pd.DataFrame({
+        "cpu_mean": [1.23456], "cpu_s_mean": [1.23456], "cpu_note": ["fused"],
+        "other": [9.87654], "cpu_count": [3],
+    })  # fmt: skip
+    rounded = _round(df, {"cpu": 0, "cpu_s": 3})
+    assert rounded["cpu_s_mean"].tolist() == [1.235] and rounded["cpu_mean"].tolist() == [1]
+    assert str(rounded["cpu_mean"].dtype) == "Int64"  # 0 decimals: no trailing ".0"
+    assert rounded["cpu_note"].tolist() == ["fused"] and rounded["other"].tolist() == [9.87654]
+    assert rounded["cpu_count"].dtype == "int64"
