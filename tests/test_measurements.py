@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SMALL, harness_env, read_records
 from inprocess import train_tiny
 
@@ -248,6 +249,38 @@ def test_meter_on_scripted_clocks_without_any_time(monkeypatch) -> None:
     assert totals["cpu_percent"] is None and totals["samples"] == 0
     assert totals["steal_s"] == 0.0 and totals["system_busy_s"] == 0.0
     assert totals["cpu_percent_peak"] is None and totals["system_cpu_percent_mean"] is None
+
+
+@pytest.mark.parametrize("earlier_s", [0.0, 0.5, 1200.0])
+def test_run_resources_add_every_segment(monkeypatch, earlier_s: float) -> None:
+    """train._resources on scripted clocks, with minutes large enough that every figure shows in
+    its rounding: runtime, CPU time and contention over all segments (a first segment of
+    ``earlier_s`` seconds at 1 core busy, then 1800 s at 2 of 4 cores), CPU% over both, and the
+    per-example and per-epoch figures from the recorded epochs."""
+    from types import SimpleNamespace as NS
+
+    machine = FakeMachine(cores=4)
+    machine.install(monkeypatch)
+    meter = ResourceMeter(interval=3600).start()
+    machine.advance(wall=1800, cpu=3600, others=360)
+    usage = meter.stop()
+    earlier = {"runtime_s": earlier_s, "cpu_s": earlier_s, "system_busy_s": earlier_s,
+               "steal_s": 0.0}  # fmt: skip
+    epochs = [NS(epoch_time_s=t) for t in (700.0, 800.0, 900.0)]
+    state = NS(elapsed=earlier, epoch_rows=lambda: epochs, model=torch.nn.Linear(3, 2),
+               optimizer=torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1))  # fmt: skip
+    data = NS(gold=[0] * 50_000, stats={"read_s": 1.5, "featurize_s": 2.5})
+    r = train._resources(NS(torch_threads=2), state, data, usage)
+
+    runtime, cpu = 1800 + earlier_s, 3600 + earlier_s
+    assert r.runtime_s == runtime and r.runtime_min == round(runtime / 60, 3)
+    assert r.cpu_s == cpu and r.cpu_percent == round(100 * cpu / runtime / 4, 2)
+    assert r.system_busy_s == cpu + 360 and r.steal_s == 0.0
+    assert r.others_cpu_percent == round(100 * 360 / (runtime * 4), 2) and r.contended is False
+    assert r.cpu_s_per_1k_examples == round(1000 * cpu / (50_000 * 3), 4)
+    assert r.epoch_time_s_mean == 800.0 and r.examples_per_s == round(150_000 / 2400, 1)
+    assert r.n_parameters == 8 and r.torch_threads == 2 and r.usable_cores == 4
+    assert (r.data_load_s, r.featurize_s) == (1.5, 2.5)
 
 
 def test_epoch_figures_are_the_mean_and_peak_of_its_samples(monkeypatch) -> None:

@@ -179,3 +179,13 @@ def test_embeddings_start_uniform_in_a_tenth() -> None:
     for table in (model.word_embed, model.tag_embed, model.label_embed):
         w = table.weight.detach()
         assert w.abs().max() <= 0.1 and w.std().item() == pytest.approx(0.1 / 3**0.5, rel=0.05)
+
+
+def test_the_word_table_gives_dense_gradients_unless_asked() -> None:
+    """The study protocol is dense; row-sparse word gradients are the opt-in switch."""
+    features = torch.zeros(4, N_FEATURES, dtype=torch.long)
+    for sparse in (None, True):
+        kwargs = {} if sparse is None else {"sparse_word_grads": sparse}
+        model = ChenManningParser(7, 3, 3, 5, embed_dim=2, **kwargs)
+        model(features).sum().backward()
+        assert model.word_embed.weight.grad.is_sparse is bool(sparse)
