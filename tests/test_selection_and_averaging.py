@@ -189,3 +189,9 @@ def test_the_word_table_gives_dense_gradients_unless_asked() -> None:
         model = ChenManningParser(7, 3, 3, 5, embed_dim=2, **kwargs)
         model(features).sum().backward()
         assert model.word_embed.weight.grad.is_sparse is bool(sparse)
+
+
+def test_dropout_rates_at_zero_are_accepted() -> None:
+    """0 is the edge of the valid range: the no-dropout arm trains with model.dropout=0."""
+    model = ChenManningParser(7, 3, 3, 5, embed_dim=2, dropout=0.0, word_dropout=0.0)
+    assert model.dropout == 0.0 and model.word_dropout == 0.0
