@@ -259,6 +259,31 @@ def test_the_study_report_holds_the_matrix_and_lr_figure(tmp_path: Path) -> None
     assert matrix_csv["study"].eq("holds").all()
 
 
+def test_the_arms_table_times_only_the_runs_the_verdicts_time(tmp_path: Path) -> None:
+    """Scores over every run; runtime and CPU cost without the contended and the 1-thread run."""
+    from sm3repro.report.arms import arms_table
+
+    write_results(tmp_path, epochs=2, bad_runs=False)
+    _edit_summary(tmp_path, "sm3_ii-b64-s0", lambda s: s["resources"].update(
+        contended=True, others_cpu_percent=40.0, runtime_min=60.0, runtime_s=3600.0))  # fmt: skip
+    _edit_summary(tmp_path, "sm3_ii-b64-s1", lambda s: s["resources"].update(
+        torch_threads=1, usable_cores=2, runtime_min=50.0, runtime_s=3000.0))  # fmt: skip
+    loaded = load_runs(tmp_path)
+    table = arms_table([ProtocolResult(PROTOCOLS[1], 30, 30, loaded, None)])
+    row = table.set_index(["optimizer", "batch_size"]).loc[("sm3_ii", 64)]
+    runs = loaded.runs[(loaded.runs["optimizer"] == "sm3_ii") & (loaded.runs["batch_size"] == 64)]
+    timed = runs[runs["seed"] == 2]
+    assert row["n"] == 3 and row["n_timed"] == 1
+    assert row["runtime_min_mean"] == pytest.approx(timed["runtime_min"].iloc[0], abs=0.01)
+    assert row["cpu_s_per_1k_mean"] == pytest.approx(timed["cpu_s_per_1k"].iloc[0], abs=1e-4)
+    assert row["test_las_macro_mean"] == pytest.approx(runs["test_las_macro"].mean(), abs=1e-3)
+    adam = table.set_index(["optimizer", "batch_size"]).loc[("adam", 64)]
+    assert adam["n_timed"] == 3
+    assert row["runtime_vs_adam"] == pytest.approx(
+        row["runtime_min_mean"] / adam["runtime_min_mean"], abs=0.01
+    )
+
+
 # -- the lr grid config end to end -------------------------------------------------------------
 @pytest.mark.slow
 def test_lr_grid_sweep_then_selection(tmp_path: Path, ewt_dir: Path) -> None:

@@ -114,10 +114,10 @@ def build_sections(
         "",
         _markdown(arms_display(arms)) if len(arms) else "No completed runs of the arms yet.",
         "",
-        "Test macro LAS/UAS (final model), runtime and CPU cost per arm, seed mean ± std over "
-        "the n completed runs (every run as recorded; the verdicts leave contended runs' timing "
-        "out); lr = the cell's learning "
-        "rate. Ratios are to Adam under the same protocol and batch size.",
+        "Test macro LAS/UAS (final model), seed mean ± std over the n completed runs; runtime "
+        "and CPU cost over the n timed of them, the runs the timing verdicts use (contended "
+        "runs and runs on fewer torch threads than cores left out, as in the claims); lr = the "
+        "cell's learning rate. Ratios are to Adam under the same protocol and batch size.",
         "",
     ]
     sections.claims_top = [
