@@ -36,7 +36,7 @@ ARM_COLUMNS = {
     "CPU-s/1k/Adam": "cpu_s_per_1k_vs_adam",
 }
 SCORES = ["test_las_macro", "test_uas_macro"]
-TIMING = ["runtime_min", "cpu_percent", "cpu_s_per_1k"]  # seed stats over timed runs only
+TIMING = ["runtime_min", "cpu_percent", "cpu_s_per_1k"]  # over the timed runs only
 
 
 def _lr(run_dir: str) -> float | None:
@@ -61,12 +61,9 @@ def arms_table(results: Sequence[ProtocolResult]) -> pd.DataFrame:
         runs = result.loaded.runs
         if not len(runs):
             continue
-        stats = aggregate(runs)
-        timed_runs = uncontended(runs)
-        timed = aggregate(timed_runs)
-        for col in (f"{q}_{s}" for q in TIMING for s in ("mean", "std")):
-            stats[col] = timed[col]
-        stats["n_timed"] = timed_runs.groupby(["optimizer", "batch_size"])["runtime_min"].count()
+        timed = uncontended(runs)  # blanks only timing: scores keep every run
+        stats = aggregate(timed)
+        stats["n_timed"] = timed.groupby(["optimizer", "batch_size"])["runtime_min"].count()
         cols = [f"{q}_{s}" for q in SCORES + TIMING for s in ("mean", "std")]
         df = stats[["n", "n_timed", *cols]].join(_cell_lrs(runs)).reset_index()
         df.insert(0, "protocol", result.protocol.key)
