@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import hydra
 import numpy as np
@@ -223,7 +223,7 @@ def _train(
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _new_summary(cfg: DictConfig, record: RunDir, data: ParserData, impl: str) -> RunSummary:

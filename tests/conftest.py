@@ -13,6 +13,19 @@ from sm3repro.paths import DATA_ENV, ewt_data_dir
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests of the fused kernel itself skip, with the reason, where it cannot be built (no C++
+    compiler or ninja) or is switched off (SM3REPRO_SM3_KERNEL=eager); the rest run eagerly."""
+    if item.get_closest_marker("needs_fused_kernel"):
+        from sm3repro.optim import sm3_fused
+
+        if sm3_fused.kernel() is None:
+            pytest.skip(
+                "SM3's fused C++ kernel is unavailable here (no compiler or ninja, or "
+                "SM3REPRO_SM3_KERNEL=eager): this test checks the kernel itself"
+            )
+
+
 @pytest.fixture(scope="session")
 def ewt_dir() -> Path:
     """The EWT files, found as the harness finds them: $SM3REPRO_DATA, else the checkout's

@@ -80,7 +80,7 @@ def test_make_test_without_data_network_or_mirror_says_how(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_installed_wheel_runs_from_any_folder(tmp_path: Path) -> None:
+def test_installed_wheel_runs_from_any_folder(tmp_path: Path, ewt_dir: Path) -> None:
     """A non-editable install carries conf/ as sm3repro/conf: the entry points compose the
     config outside any checkout. Built and installed offline, without dependencies (the
     running environment already has them)."""
@@ -116,3 +116,12 @@ def test_installed_wheel_runs_from_any_folder(tmp_path: Path) -> None:
     job = run(site / "bin" / "sm3repro-train", "--cfg", "job", "optimizer=adam")
     assert "name: adam" in job and "experiment_name: default" in job
     assert "usage" in run(site / "bin" / "sm3repro-report", "--help")
+    # The memory arm finds its data config and the data the way sm3repro-train does.
+    env["SM3REPRO_DATA"] = str(ewt_dir)
+    sample = run(sys.executable, "-c", (
+        "from sm3repro.memory.arm import ArmConfig, prepare_data, _child_env; "
+        "print(prepare_data(ArmConfig(max_train_sentences=40), 200)); "
+        "print(_child_env()['PYTHONPATH'].split(':')[0])"
+    ))  # fmt: skip
+    npz, import_root = sample.strip().splitlines()
+    assert (elsewhere / npz).is_file() and Path(import_root) == site

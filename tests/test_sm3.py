@@ -8,6 +8,8 @@ import ctypes.util
 import gc
 import io
 import math
+import pickle
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from torch import nn
 
 from sm3repro.optim import SM3, optimizer_state_bytes, sm3_eager, sm3_fused
 from sm3repro.optim.sm3_reference import sm3_preconditioner, sm3_reference_step
+
+needs_fused_kernel = pytest.mark.needs_fused_kernel
 
 F64 = torch.float64
 TINY64 = torch.finfo(F64).tiny
@@ -558,7 +562,7 @@ def test_param_groups_may_choose_their_variant() -> None:
 
 # -- every implementation against the readable reference --------------------------------------
 
-IMPLEMENTATIONS = ["fused", "eager", "eager-blocked"]
+IMPLEMENTATIONS = [pytest.param("fused", marks=needs_fused_kernel), "eager", "eager-blocked"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -658,9 +662,15 @@ def test_reference_momentum_is_the_documented_moving_average() -> None:
     assert param[0].item() == pytest.approx(-lr * (0.3 + 0.45 + 0.315), abs=1e-15)
 
 
-def test_fused_kernel_reports_itself_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+@needs_fused_kernel
+def test_fused_kernel_reports_itself() -> None:
     param = nn.Parameter(torch.zeros(3, 2))
     assert SM3([param], kernel="fused").implementation == "fused-cpp"
+    assert SM3([param]).implementation == "fused-cpp"  # "auto" takes it where it builds
+
+
+def test_without_a_compiler_sm3_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    param = nn.Parameter(torch.zeros(3, 2))
     assert SM3([param], kernel="eager").implementation == "eager"
     with pytest.raises(ValueError, match="kernel"):
         SM3([param], kernel="cuda")
@@ -670,6 +680,7 @@ def test_fused_kernel_reports_itself_and_falls_back(monkeypatch: pytest.MonkeyPa
 
     import torch.utils.cpp_extension as cpp_extension
 
+    monkeypatch.delenv("SM3REPRO_SM3_KERNEL", raising=False)
     monkeypatch.setattr(cpp_extension, "load_inline", no_compiler)
     with pytest.warns(RuntimeWarning, match="unavailable, using the eager torch path"):
         assert sm3_fused.kernel.__wrapped__() is None  # the uncached builder
@@ -683,6 +694,42 @@ def test_fused_kernel_reports_itself_and_falls_back(monkeypatch: pytest.MonkeyPa
         SM3([param], kernel="fused")
 
 
+@pytest.mark.parametrize("kernel", ["eager", pytest.param("fused", marks=needs_fused_kernel)])
+def test_the_kernel_choice_survives_pickling_and_deepcopy(kernel: str) -> None:
+    param = nn.Parameter(torch.zeros(3, 2))
+    optimizer = SM3([param], kernel=kernel)
+    param.grad = torch.ones(3, 2)
+    optimizer.step()
+    for restored in (pickle.loads(pickle.dumps(optimizer)), copy.deepcopy(optimizer)):
+        assert restored.defaults["kernel"] == kernel
+        assert restored.implementation == optimizer.implementation
+        assert restored.implementation == ("eager" if kernel == "eager" else "fused-cpp")
+
+
+def test_a_cold_kernel_build_says_so_on_stderr_and_a_cached_one_is_silent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.delenv("SM3REPRO_SM3_KERNEL", raising=False)
+    monkeypatch.setattr(cpp_extension, "verify_ninja_availability", lambda: None)
+    monkeypatch.setattr(sm3_fused, "_build_dir", lambda name: tmp_path)
+    built = object()
+
+    def fake_build(name: str, **kwargs: object) -> object:
+        (tmp_path / f"{name}.so").write_bytes(b"")  # what a real build leaves
+        return built
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fake_build)
+    assert sm3_fused.kernel.__wrapped__() is built
+    err = capsys.readouterr().err
+    assert "building SM3's fused CPU kernel" in err
+    assert re.search(r"SM3 kernel built in \d+\.\d s", err), err
+    assert sm3_fused.kernel.__wrapped__() is built  # cached on disk now: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+@needs_fused_kernel
 def test_fused_kernel_refuses_tensors_that_do_not_fit() -> None:
     """The kernel reads raw memory: a wrong-sized accumulator must be an error, not a write
     past its end."""
@@ -709,6 +756,7 @@ def test_fused_kernel_refuses_tensors_that_do_not_fit() -> None:
         kernel.sm3_step_many([param], [grad], [row], [col], [None], [1], [], True, 0.1, 0.0, 0.0)
 
 
+@needs_fused_kernel
 def test_summing_duplicate_rows_recovers_after_a_bad_index() -> None:
     """The row -> slot map is reused between calls: a refused index must leave it clean."""
     kernel = sm3_fused.kernel()
@@ -829,7 +877,7 @@ def peak_rss_growth(fn: Callable[[], None]) -> int:
     not Path("/proc/self/clear_refs").exists() or not ctypes.util.find_library("c"),
     reason="measures with Linux /proc and glibc's malloc_trim",
 )
-@pytest.mark.parametrize("kernel", ["fused", "eager"])
+@pytest.mark.parametrize("kernel", [pytest.param("fused", marks=needs_fused_kernel), "eager"])
 @pytest.mark.parametrize("variant", ["i", "ii"])
 def test_scratch_stays_bounded_for_a_50m_element_parameter(kernel: str, variant: str) -> None:
     param = nn.Parameter(torch.zeros(10_000, 5_000))
@@ -874,7 +922,7 @@ def test_eager_groups_of_both_variants_keep_their_own_plans() -> None:
     torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", ["fused", "eager"])
+@pytest.mark.parametrize("kernel", [pytest.param("fused", marks=needs_fused_kernel), "eager"])
 @pytest.mark.parametrize("variant", ["i", "ii"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_wide_matrices_split_by_columns_equal_the_reference(
@@ -900,6 +948,7 @@ def test_wide_matrices_split_by_columns_equal_the_reference(
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
+@needs_fused_kernel
 def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
     gen = torch.Generator().manual_seed(22)
     shape = (30, 140_000)
@@ -920,7 +969,9 @@ def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
     not Path("/proc/self/clear_refs").exists() or not ctypes.util.find_library("c"),
     reason="measures with Linux /proc and glibc's malloc_trim",
 )
-@pytest.mark.parametrize(("kernel", "limit_mib"), [("fused", 1), ("eager", 4)])
+@pytest.mark.parametrize(
+    ("kernel", "limit_mib"), [pytest.param("fused", 1, marks=needs_fused_kernel), ("eager", 4)]
+)
 @pytest.mark.parametrize("variant", ["i", "ii"])
 def test_scratch_stays_bounded_for_a_wide_matrix(kernel: str, limit_mib: int, variant: str) -> None:
     """Per-thread column maxima of a 600,000-column matrix would be 2 x 2.4 MB (plus SM3-I's

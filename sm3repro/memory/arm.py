@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,12 @@ import numpy as np
 from sm3repro.memory.cell import EXIT_OUT_OF_MEMORY
 from sm3repro.memory.family import BUDGET_EMBED_DIMS, GRID_EMBED_DIMS
 from sm3repro.memory.limit import GIB, LimitUnavailable, join_preexec, memory_cgroup
+from sm3repro.paths import PACKAGE_DIR, config_dir, ewt_data_dir
 from sm3repro.provenance import provenance
 from sm3repro.records import atomic_write_json
 
 MIB = 1024**2
-REPO = Path(__file__).resolve().parents[2]
+IMPORT_ROOT = PACKAGE_DIR.parent  # the folder the sm3repro package is imported from
 # The spec keys that decide a cell's result; a record with other values is redone.
 IDENTITY = ("optimizer", "lr", "embed_dim", "batch_size", "steps", "device", "limit_bytes")
 
@@ -54,7 +55,7 @@ class ArmConfig:
     budget_steps: int = 3  # the state exists after step 1; steps 2-3 run with it in place
     threads: int = 2
     device: str = "cpu"
-    data_dir: Path = Path(os.environ.get("SM3REPRO_DATA", "data/ud-english-ewt"))
+    data_dir: Path = field(default_factory=ewt_data_dir)  # as sm3repro-train finds it
     cache_dir: Path = Path(os.environ.get("SM3REPRO_CACHE", "cache"))
     max_train_sentences: int | None = None  # a cut for tests; the arm samples all of train
 
@@ -75,7 +76,7 @@ def prepare_data(cfg: ArmConfig, n_examples: int) -> Path:
 
     from sm3repro.dataset import load_data
 
-    data_cfg = OmegaConf.load(REPO / "conf" / "data" / "ud_ewt.yaml")
+    data_cfg = OmegaConf.load(config_dir() / "data" / "ud_ewt.yaml")
     data_cfg.dir = str(Path(cfg.data_dir).resolve())
     data_cfg.max_train_sentences = cfg.max_train_sentences
     data = load_data(data_cfg, cfg.cache_dir)
@@ -126,8 +127,8 @@ def _cell_command(spec: dict[str, Any]) -> list[str]:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    # The cell imports this checkout's package, wherever the arm was started from.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # The cell imports this same package (a checkout or a wheel), wherever the arm was started.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(IMPORT_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -367,16 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def log_to_wandb(results_dir: Path) -> None:
     """The arm's records as one W&B run (job type ``memory``): its grid as a table and every
     record file as an artifact. Offline unless WANDB_MODE=online, like the training runs."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from omegaconf import OmegaConf
 
-    from sm3repro.paths import config_dir
     from sm3repro.report.memory import load_grid
     from sm3repro.tracking import make_tracker
 
     logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     memory_dir = Path(results_dir)
     records = sorted(memory_dir.glob("*/*.json"))
     tracker = make_tracker(

@@ -120,13 +120,14 @@ class SM3(Optimizer):
         eps: float = 0.0,
         kernel: str = "auto",
     ) -> None:
-        defaults = {"lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps}
+        # The kernel choice is a default (as torch keeps ``foreach``/``fused``), so it is pickled
+        # and deep-copied with the optimizer and comes back the same.
+        defaults = {
+            "lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps,
+            "kernel": kernel,
+        }  # fmt: skip
         _check_hyperparameters(defaults)
-        if kernel not in KERNELS:
-            raise ValueError(f"SM3: kernel must be one of {KERNELS}, got {kernel!r}")
-        self._kernel = None if kernel == "eager" else sm3_fused.kernel()
-        if kernel == "fused" and self._kernel is None:
-            raise RuntimeError("SM3: kernel='fused' but the fused CPU kernel could not be built")
+        self._kernel = _load_kernel(kernel)
         # Scratch for full-size temporaries; deliberately not part of the (serialized) state.
         self._workspace = Workspace()
         super().__init__(params, defaults)
@@ -144,7 +145,7 @@ class SM3(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._workspace = Workspace()
-        self._kernel = sm3_fused.kernel()
+        self._kernel = _load_kernel(self.defaults.get("kernel", "auto"))
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -200,6 +201,16 @@ class SM3(Optimizer):
                 workspace=self._workspace,
                 kernel=self._kernel,
             )
+
+
+def _load_kernel(choice: str) -> Any | None:
+    """The compiled kernel module for ``choice`` (None: step eagerly)."""
+    if choice not in KERNELS:
+        raise ValueError(f"SM3: kernel must be one of {KERNELS}, got {choice!r}")
+    module = None if choice == "eager" else sm3_fused.kernel()
+    if choice == "fused" and module is None:
+        raise RuntimeError("SM3: kernel='fused' but the fused CPU kernel could not be built")
+    return module
 
 
 def _check_hyperparameters(group: dict[str, Any]) -> None:

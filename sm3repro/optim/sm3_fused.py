@@ -4,8 +4,8 @@
 directory keyed by a hash of the source, the compiler flags, torch's and Python's versions and
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
 under a second. The cold build took 34-66 s on this two-core machine lightly loaded and 150-220 s
-under a load average of 10-12; ``python -c "from sm3repro.optim import sm3_fused;
-sm3_fused.kernel()"`` builds it ahead of a sweep. Where no compiler (or ninja) is available,
+under a load average of 10-12, so a cold build says so on stderr when it starts and how long it
+took; ``python -m sm3repro.optim.sm3_fused`` (which ``make install`` runs) builds it ahead. Where no compiler (or ninja) is available,
 or ``SM3REPRO_SM3_KERNEL=eager`` is set, :func:`kernel` returns ``None`` (after one warning if
 the build failed) and SM3 runs its eager torch path.
 """
@@ -91,6 +91,14 @@ def kernel() -> Any | None:
 
         verify_ninja_availability()
         name = kernel_name()
+        build_dir = _build_dir(name)
+        cold = not (build_dir / f"{name}.so").is_file()
+        if cold:  # a cold build takes tens of seconds: say so, or the command looks frozen
+            print(
+                "sm3repro: building SM3's fused CPU kernel (once per machine and torch version; "
+                "about 20-60 s, minutes on a slow or busy host)...",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         start = time.perf_counter()
         module = load_inline(
             name=name,
@@ -98,10 +106,15 @@ def kernel() -> Any | None:
             functions=["sm3_step", "sm3_step_many", "sum_duplicate_rows"],
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
-            build_directory=str(_build_dir(name)),
+            build_directory=str(build_dir),
             verbose=False,
         )
         _build_seconds = time.perf_counter() - start
+        if cold:
+            print(
+                f"sm3repro: SM3 kernel built in {_build_seconds:.1f} s (cached in {build_dir})",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         return module
     except Exception as error:  # no compiler, no ninja, a failed build: run eagerly instead
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -116,3 +129,10 @@ def kernel() -> Any | None:
 def build_seconds() -> float | None:
     """Seconds the first :func:`kernel` call took in this process (a cache hit is fast)."""
     return _build_seconds
+
+
+if __name__ == "__main__":  # build ahead of the first run: python -m sm3repro.optim.sm3_fused
+    if kernel() is None:
+        print("sm3repro: SM3's fused kernel is unavailable here; SM3 will run its eager path")
+    else:
+        print(f"sm3repro: SM3's fused kernel is ready ({kernel_name()})")
