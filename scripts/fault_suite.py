@@ -11,7 +11,7 @@ behaviour, observed behaviour and pass/fail; the last line counts faults tried, 
 and finished records lost (present before a fault, missing or changed after it). Needs the
 EWT files ($SM3REPRO_DATA, else data/ud-english-ewt: `make data`) and, for the
 storage cases, root (tmpfs mounts; without it they fall back to chattr / RLIMIT_FSIZE).
-Exit status 0 when every fault was handled.
+Exit status 0 when every fault was handled; a case that gives no outcome counts as failed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the fault cases live beside the tests using them
 
 from faultcases import SUITE  # noqa: E402
-from faultlib import Bench, Lab, Outcome  # noqa: E402
+from faultlib import Bench, Lab, Outcome, case_outcomes  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
 from sm3repro.data.download import EWT_FILES  # noqa: E402
@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in SUITE if c.in_make_test or not args.quick]
     if args.only:
         cases = [c for c in cases if args.only.lower() in f"{c.group} {c.name}".lower()]
+        if not cases:  # an empty run would report "0 tried, 0 handled" and exit 0
+            sys.exit(
+                f"fault_suite: no case matches --only {args.only!r}"
+                + (" among the --quick ones" if args.quick else "")
+                + "; the cases are: "
+                + ", ".join(f"{c.group}: {c.name}" for c in SUITE)
+            )
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sm3repro-faults-"))
     started = time.monotonic()
     print(f"building the reference sweep in {workdir} ...", file=sys.stderr, flush=True)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for number, case in enumerate(cases, start=1):
         lab = Lab(bench, workdir / f"case{number:02d}")
         t0 = time.monotonic()
-        results = case.run(lab)
+        results = case_outcomes(f"{case.group}: {case.name}", case.run(lab))
         for out in results:
             verdict = "pass" if out.handled else "FAIL"
             print(

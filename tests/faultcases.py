@@ -30,6 +30,7 @@ from faultlib import (
     records_lost,
     reference_id,
     run_parallel,
+    select,
     short,
     summaries_parse,
     temporaries,
@@ -180,7 +181,8 @@ def tolerated_variants(lab: Lab) -> Outcome:
 
 
 # -- bad configuration -----------------------------------------------------------------------
-BAD_CONFIGS: list[tuple[str, list[str], list[str]]] = [
+ConfigCase = tuple[str, list[str], list[str]]
+BAD_CONFIGS: list[ConfigCase] = [
     # (case, overrides, phrases the message must contain: the key and what is allowed)
     ("unknown group option", ["optimizer=adamw"], ["optimizer/adamw", "sgd", "sm3_ii", "adam"]),
     ("wrong type", ["batch_size=large"], ["batch_size", "Integer"]),
@@ -201,10 +203,15 @@ BAD_CONFIGS: list[tuple[str, list[str], list[str]]] = [
 ]
 
 
+def _key(case: ConfigCase) -> str:
+    return case[0]
+
+
 def bad_configs(lab: Lab, names: list[str] | None = None) -> list[Outcome]:
-    """Each bad setting on the real CLI: non-zero exit, the key and the allowed values named,
-    no traceback, no training, no record written."""
-    cases = [c for c in BAD_CONFIGS if names is None or c[0] in names]
+    """Each bad setting (all, or those ``names`` chooses; an unknown name raises) on the real
+    CLI: non-zero exit, the key and the allowed values named, no traceback, no training, no
+    record written."""
+    cases = BAD_CONFIGS if names is None else select(BAD_CONFIGS, names, _key, "bad-config case")
     lab.seed_results()
     before = finished_records(lab.results)
     runs_before = sorted(p.name for p in (lab.results / "runs").iterdir())
@@ -681,14 +688,20 @@ def _one(fn: Callable[..., Outcome], *args) -> Callable[[Lab], list[Outcome]]:
 
 
 # The treebank cases tests/test_faults.py runs through the CLI; the suite runs them all.
-CLI_TREEBANK_SAMPLE = [
-    "truncated line",
-    "cycle",
-    "invalid UTF-8",
-    "empty file",
-    "a directory as data.train",
-    "a missing path as data.train",
-]
+# Chosen by name when this module loads, so a renamed case fails loudly instead of dropping out.
+CLI_TREEBANK_SAMPLE = select(
+    BAD_TREEBANKS,
+    [
+        "truncated line",
+        "cycle",
+        "invalid UTF-8",
+        "empty file",
+        "a directory as data.train",
+        "a missing path as data.train",
+    ],
+    lambda case: case.name,
+    "bad-treebank case",
+)
 SIG = signal.Signals
 
 SUITE: list[Case] = [

@@ -23,10 +23,11 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sm3repro.data.download import EWT_FILES
 from sm3repro.records import RunDir
@@ -75,6 +76,57 @@ class Outcome:
         if self.lost:
             lines.append(f"records lost: {self.lost}")
         return "\n".join(lines + self.details)
+
+
+def assert_handled(*outcomes: Outcome) -> None:
+    """Fail unless there is at least one outcome and every one was handled. No outcome means
+    no fault was tried (a case that returned nothing, an empty selection): that must not pass."""
+    if not outcomes:
+        raise AssertionError("no outcome: the case tried no fault")
+    strays = [o for o in outcomes if not isinstance(o, Outcome)]
+    if strays:
+        raise AssertionError(f"not outcomes: {strays!r} (a case must return Outcome objects)")
+    failed = [o for o in outcomes if not o.handled]
+    if failed:
+        raise AssertionError("\n\n".join(o.explain() for o in failed))
+
+
+def case_outcomes(case: str, returned: object) -> list[Outcome]:
+    """What a case returned, as table rows: when it gave no outcome (or something else among
+    them), a failing row says so, so the suite cannot count a case that tried nothing."""
+    items = list(returned) if isinstance(returned, list | tuple) else [returned]
+    outcomes = [o for o in items if isinstance(o, Outcome)]
+    if outcomes and len(outcomes) == len(items):
+        return outcomes
+    out = Outcome(case, "one outcome per fault tried", observed=f"returned {returned!r}")
+    out.problems.append(
+        "the case produced no outcome" if not outcomes else "it returned more than outcomes"
+    )
+    return [*outcomes, out]
+
+
+# -- choosing cases by name ------------------------------------------------------------------
+T = TypeVar("T")
+
+
+class UnknownCase(LookupError):
+    """A case chosen by a name no case has (renamed or removed)."""
+
+
+def select(
+    cases: Iterable[T], names: Iterable[str], name: Callable[[T], str], what: str
+) -> list[T]:
+    """The cases with these names, in the order named. A name that matches no case raises:
+    a renamed case must not drop out of a selection silently, leaving it to pass untried."""
+    by_name = {name(case): case for case in cases}
+    names = list(names)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UnknownCase(
+            f"no {what} named {', '.join(map(repr, missing))}; "
+            f"the {what}s are {', '.join(map(repr, by_name))}"
+        )
+    return [by_name[n] for n in names]
 
 
 # -- processes -------------------------------------------------------------------------------

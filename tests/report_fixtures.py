@@ -96,6 +96,13 @@ def grid_run_id(optimizer: str, batch_size: int, seed: int, experiment: str) -> 
     return f"{prefix}{tag}"
 
 
+def _impl(optimizer: str, sm3_kernel: str | None) -> str:
+    if not optimizer.startswith("sm3"):
+        return f"torch.optim.{optimizer}"
+    kernel = f", kernel={sm3_kernel}" if sm3_kernel else ""
+    return f"sm3repro.SM3(variant={optimizer[4:]}, cover=dims{kernel})"
+
+
 def make_run(
     optimizer: str,
     batch_size: int,
@@ -103,9 +110,12 @@ def make_run(
     values: dict[str, float],
     epochs: int,
     experiment: str = "paper",
+    sm3_kernel: str | None = "fused-cpp",
 ) -> tuple[dict, list[dict]]:
     """One run's summary.json and metrics.jsonl rows from its (already noisy) values, built
-    through the run record's schema (sm3repro.run_record) so they have the keys train writes."""
+    through the run record's schema (sm3repro.run_record) so they have the keys train writes.
+    ``sm3_kernel``: what an SM3 run's optimizer_impl names as its kernel (None: no kernel, as
+    in records from before the fused kernel existed)."""
     run_id = grid_run_id(optimizer, batch_size, seed, experiment)
     final_loss, first_loss = values["train_loss"], values["loss_epoch1"]
     metrics: list[StepRow | EpochRow] = []
@@ -134,9 +144,7 @@ def make_run(
         run_id=run_id,
         status=Status.COMPLETED,
         optimizer=optimizer,
-        optimizer_impl=f"sm3repro.SM3(variant={optimizer[4:]})"
-        if optimizer.startswith("sm3")
-        else f"torch.optim.{optimizer}",
+        optimizer_impl=_impl(optimizer, sm3_kernel),
         batch_size=batch_size,
         seed=seed,
         epochs=epochs,
@@ -215,12 +223,13 @@ def write_results(
     noise: dict[str, float] | None = None,
     bad_runs: bool = True,
     experiment: str = "paper",
+    sm3_kernel: str | None = "fused-cpp",
 ) -> Path:
     """Write a grid of completed runs (plus one diverged and one truncated) under results_dir.
 
     ``tweaks[(opt, bs)]`` overrides seed-mean values (keys of BASE); ``noise`` overrides the
     relative seed spread per quantity (the std over seeds is exactly noise x value). Runs
-    get the run ids of ``experiment``'s grid, as its sweep would.
+    get the run ids of ``experiment``'s grid, as its sweep would; SM3's name ``sm3_kernel``.
     """
     spread = {**NOISE, **(noise or {})}
     for opt in optimizers:
@@ -228,7 +237,8 @@ def write_results(
             mean = {**BASE[(opt, bs)], **(tweaks or {}).get((opt, bs), {})}
             for seed, off in zip(seeds, _offsets(len(seeds)), strict=True):
                 values = {k: v * (1 + off * spread.get(k, DEFAULT_NOISE)) for k, v in mean.items()}
-                write_run(results_dir, *make_run(opt, bs, seed, values, epochs, experiment))
+                run = make_run(opt, bs, seed, values, epochs, experiment, sm3_kernel)
+                write_run(results_dir, *run)
     if bad_runs:
         diverged, metrics = make_run("adam", 512, 99, BASE[("adam", 512)], epochs)
         diverged.update(

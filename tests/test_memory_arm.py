@@ -15,6 +15,7 @@ from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.report import memory as report
 from sm3repro.report import memory_section
+from sm3repro.report.timing import EAGER_NOTE
 
 EWT = {"n_words": 8868, "n_tags": 52, "n_labels": 54, "n_transitions": 103}
 MIB = 1024**2
@@ -107,6 +108,30 @@ def test_budget_table_brackets_the_largest_size(tmp_path):
     assert table.loc["adam", "largest_embed_dim"] == 1000
     assert table.loc["adam", "next_fails_parameters"] == 18574 * 1200
     assert table.loc["sm3_ii", "largest_embed_dim"] == 1440
+
+
+def test_step_times_of_sm3_on_its_eager_path_are_flagged(tmp_path):
+    grid = tmp_path / "memory" / "grid"
+    grid.mkdir(parents=True)
+    impl = {"sgd": "torch.optim.SGD(fused=True)", "adam": "torch.optim.Adam(fused=True)",
+            "sm3_ii": "sm3repro.SM3(variant=ii, cover=dims, kernel=eager)"}  # fmt: skip
+    for opt in impl:
+        for batch in (64, 512):
+            record = _grid_record(opt, 50, batch, 400.0 + (opt == "adam") * 8, 1000)
+            record["optimizer_impl"] = (
+                impl[opt] if batch == 64 else impl[opt].replace("eager", "fused-cpp")
+            )
+            (grid / f"{opt}-e50-b{batch}.json").write_text(json.dumps(record))
+    frame = report.load_grid(tmp_path / "memory")
+    assert frame.set_index(["optimizer", "batch_size"])["sm3_eager"].to_dict() == {
+        (o, b): o == "sm3_ii" and b == 64 for o in impl for b in (64, 512)
+    }
+    section = memory_section.memory_section(tmp_path / "memory", tmp_path / "figures")
+    rows = [line for line in section.splitlines() if line.startswith("|") and "†" in line]
+    assert len(rows) == 1 and "SM3-II" in rows[0] and rows[0].count("†") == 2  # b64 step cells
+    speed = [line for line in section.splitlines() if line.startswith("- batch")]
+    assert ["†" in line for line in speed] == [True, False]
+    assert section.count(EAGER_NOTE) == 2  # under the table and under the speed lines
 
 
 # -- fresh processes -------------------------------------------------------------------------

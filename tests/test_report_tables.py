@@ -13,7 +13,20 @@ import pytest
 
 from sm3repro.report import published
 from sm3repro.report.runs import VALUES
-from sm3repro.report.tables import aggregate, table1, table2, table3
+from sm3repro.report.tables import (
+    TABLE1_COLUMNS,
+    TABLE1_EAGER,
+    TABLE3_COLUMNS,
+    TABLE3_EAGER,
+    aggregate,
+    display,
+    has_eager,
+    mark_eager,
+    table1,
+    table2,
+    table3,
+)
+from sm3repro.report.timing import EAGER_MARK, sm3_ran_eager
 
 # (optimizer, batch) -> per seed: (cpu%, runtime min, test LAS macro, test UAS macro, state bytes)
 SEEDS = {
@@ -158,6 +171,7 @@ def test_columns_read_left_to_right_as_the_csv_shows_them(stats: pd.DataFrame) -
         "optimizer", "study", "batch_size", "n",
         *[c.format("cpu_percent") for c in quantity], "cpu_s_per_1k_mean", "cpu_s_per_1k_std",
         *[c.format("runtime_min") for c in quantity], *ratios, "cpu_s_per_1k_vs_adam",
+        "sm3_eager",
     ]  # fmt: skip
     assert list(table2(stats).columns) == [
         "optimizer", "study", "batch_size", "n",
@@ -194,3 +208,55 @@ def test_rounding_takes_the_longest_matching_prefix_and_leaves_the_rest() -> Non
     assert str(rounded["cpu_mean"].dtype) == "Int64"  # 0 decimals: no trailing ".0"
     assert rounded["cpu_note"].tolist() == ["fused"] and rounded["other"].tolist() == [9.87654]
     assert rounded["cpu_count"].dtype == "int64"
+
+
+EAGER_IMPL = "sm3repro.SM3(variant=ii, cover=dims, kernel=eager)"
+
+
+@pytest.mark.parametrize(
+    ("impl", "eager"),
+    [
+        ("sm3repro.SM3(variant=ii, cover=dims, kernel=eager)", True),
+        ("sm3repro.SM3(variant=ii, cover=dims)", True),  # before the fused kernel existed
+        ("sm3repro.SM3(variant=i, cover=dims, kernel=fused-cpp)", False),
+        (
+            "sm3repro.SM3(variant=ii, cover=dims, kernel=fused-cpp); word embedding: sparse rows",
+            False,
+        ),
+        ("sm3repro.SM3(variant=i, cover=dims); word embedding: sparse rows", True),
+        ("torch.optim.Adam(fused=True)", False),
+        (None, False),
+        (float("nan"), False),
+    ],
+)
+def test_sm3_ran_eager_reads_the_kernel_a_record_names(impl: object, eager: bool) -> None:
+    assert sm3_ran_eager(impl) is eager
+
+
+def test_eager_sm3_timing_is_marked_in_tables_one_and_three() -> None:
+    runs = runs_frame()
+    at = lambda opt, bs: (runs["optimizer"] == opt) & (runs["batch_size"] == bs)  # noqa: E731
+    runs.loc[at("sm3_ii", 64), "optimizer_impl"] = EAGER_IMPL
+    # sm3_i@512: one eager run, but its timing is blanked (contended) so no mean includes it
+    runs.loc[at("sm3_i", 512) & (runs["seed"] == 0), ["optimizer_impl", "runtime_min"]] = [
+        EAGER_IMPL, float("nan")
+    ]  # fmt: skip
+    stats = aggregate(runs)
+    assert stats["sm3_eager"].to_dict() == {k: 2 * (k == ("sm3_ii", 64)) for k in stats.index}
+
+    for table, columns, marked in (
+        (table1(stats), TABLE1_COLUMNS, TABLE1_EAGER),
+        (table3(stats), TABLE3_COLUMNS, TABLE3_EAGER),
+    ):
+        shown = mark_eager(display(table, columns), table, marked)
+        flagged = {
+            (table.loc[i, "optimizer"], table.loc[i, "batch_size"], header)
+            for i in shown.index
+            for header in shown.columns
+            if EAGER_MARK in shown.loc[i, header]
+        }
+        assert flagged == {("sm3_ii", 64, header) for header in marked}
+        plain = display(table, columns)  # the numbers themselves are untouched
+        assert (shown.drop(columns=list(marked)) == plain.drop(columns=list(marked))).all().all()
+    unmarked = table1(aggregate(runs_frame()))
+    assert not has_eager(unmarked)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from report_fixtures import BASE, write_results
 
 from sm3repro.optim.catalog import CATALOG, sparse_rows_grid
 from sm3repro.report import build_report
 from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.speed_tiers import claim3_tiers, tiers_table
+from sm3repro.report.timing import EAGER_MARK, EAGER_NOTE
 
 SPARSE = ("sm3_ii", "sm3_i", "sgd")
 
@@ -75,3 +77,39 @@ def test_the_report_shows_both_tiers(tmp_path: Path) -> None:
         in report
     )
     assert (tmp_path / "tables" / "claim3_tiers.csv").is_file()
+
+
+def test_runs_where_sm3_ran_eagerly_are_flagged_wherever_runtimes_are_compared(
+    tmp_path: Path,
+) -> None:
+    """Records from before the fused kernel (no ``kernel=`` in optimizer_impl) ran SM3's eager
+    path: Table I, Table III, the arms table, the claims' timing evidence and the tiers mark
+    them and say why, while every verdict stays what the same numbers give unmarked."""
+    reports, verdicts = {}, {}
+    for kernel in ("fused-cpp", None):
+        results = tmp_path / str(kernel)
+        for experiment in ("paper", "no_dropout"):  # the study grid and an arm
+            write_results(results, bad_runs=False, sm3_kernel=kernel, experiment=experiment)
+        reports[kernel] = build_report(results, experiment="paper").read_text()
+        verdicts[kernel] = pd.read_csv(results / "tables" / "claims.csv")["verdict"].tolist()
+        verdicts[kernel] += [t.verdict for t in claim3_tiers(results)]
+    fused, eager = reports["fused-cpp"], reports[None]
+    assert EAGER_MARK not in fused
+    assert verdicts[None] == verdicts["fused-cpp"]
+
+    marked = [line for line in eager.splitlines() if EAGER_MARK in line and line != EAGER_NOTE]
+    rows = [line for line in marked if line.startswith("| ")]
+    # Table I, Table III and the arms table: SM3-II and SM3-I at both batches, two cells each
+    assert len(rows) == 3 * 4 and all(line.count(EAGER_MARK) == 2 for line in rows)
+    assert all(line.split("|")[1 + ("no_dropout" in line)].strip() in ("SM3-II", "SM3-I")
+               for line in rows)  # fmt: skip
+    assert "| 8.5 ± 0.04 †" in eager  # SM3-II's b64 runtime, Table I
+    evidence = [line.strip() for line in marked if not line.startswith("| ")]
+    assert evidence and all(e.startswith("- b") for e in evidence)
+    assert all(" runtime min: " in e or " CPU-s per 1k examples: " in e for e in evidence)
+    # each of Table I, Table III, the arms, the tiers, the claims and each judged protocol's
+    # evidence says why
+    assert eager.count(EAGER_NOTE) == 7
+    for name in ("table1_cpu_runtime", "table3_memory_speed", "claims"):  # and in LaTeX
+        tex = (tmp_path / "None" / "tables" / f"{name}.tex").read_text()
+        assert r"$^\dagger$ SM3 ran its eager path" in tex and tex.count(r"$^\dagger$") > 1

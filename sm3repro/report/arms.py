@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from sm3repro.report import optimizers
 from sm3repro.report.protocols import ProtocolResult
-from sm3repro.report.tables import DECIMALS, _round, aggregate, display
+from sm3repro.report.tables import DECIMALS, _round, aggregate, display, mark_eager
 from sm3repro.report.timing import uncontended
 
 ARM_COLUMNS = {
@@ -37,6 +37,7 @@ ARM_COLUMNS = {
 }
 SCORES = ["test_las_macro", "test_uas_macro"]
 TIMING = ["runtime_min", "cpu_percent", "cpu_s_per_1k"]  # over the timed runs only
+ARM_EAGER = ("Runtime min", "CPU-s/1k ex")  # the cells marked when SM3 ran its eager path
 
 
 def _lr(run_dir: str) -> float | None:
@@ -65,7 +66,7 @@ def arms_table(results: Sequence[ProtocolResult]) -> pd.DataFrame:
         stats = aggregate(timed)
         stats["n_timed"] = timed.groupby(["optimizer", "batch_size"])["runtime_min"].count()
         cols = [f"{q}_{s}" for q in SCORES + TIMING for s in ("mean", "std")]
-        df = stats[["n", "n_timed", *cols]].join(_cell_lrs(runs)).reset_index()
+        df = stats[["n", "n_timed", "sm3_eager", *cols]].join(_cell_lrs(runs)).reset_index()
         df.insert(0, "protocol", result.protocol.key)
         for col, out in (
             ("runtime_min", "runtime_vs_adam"),
@@ -84,9 +85,9 @@ def arms_table(results: Sequence[ProtocolResult]) -> pd.DataFrame:
         key=lambda s: s if s.name == "batch_size" else s.map(rank),
     )
     keep = [c for c in ARM_COLUMNS.values() if not c.endswith("_mean")]
-    keep += [c for c in table.columns if c.endswith(("_mean", "_std"))]
+    keep += [c for c in table.columns if c.endswith(("_mean", "_std"))] + ["sm3_eager"]
     return _round(table[keep], DECIMALS).reset_index(drop=True)
 
 
 def arms_display(table: pd.DataFrame) -> pd.DataFrame:
-    return display(table, ARM_COLUMNS)
+    return mark_eager(display(table, ARM_COLUMNS), table, ARM_EAGER)

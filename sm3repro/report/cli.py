@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ def _make_tracker(out_dir: Path, experiment: str | None) -> Any:
     from sm3repro.tracking import make_tracker
 
     logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return make_tracker(
         logger_cfg, run_name=f"report-{stamp}", run_id=f"report-{stamp}", config={"results": str(out_dir), "experiment": experiment},
         group=experiment or "report", tags=["report"], directory=str(logger_cfg.get("dir", ".")),

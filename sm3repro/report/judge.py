@@ -14,6 +14,7 @@ import pandas as pd
 
 from sm3repro.report import optimizers
 from sm3repro.report.tables import DECIMALS
+from sm3repro.report.timing import EAGER_MARK, TIMING_COLUMNS
 
 LEGEND = (
     "How the rules decide: quantities are seed means ± std. A strict comparison (<, >) counts "
@@ -128,6 +129,7 @@ class CheckResult:
     other: Stat | None
     outcome: bool | None  # True: passed, False: failed, None: undecided or no data
     missing: tuple[str, ...] = ()
+    eager: bool = False  # a timing compared here includes SM3 runs on its eager path
 
     @property
     def line(self) -> str | None:
@@ -140,7 +142,7 @@ class CheckResult:
         return (
             f"b{c.batch} {c.what}: {optimizers.label(c.subject)} {fmt(a)} {_symbol(c.kind, c.rel)} "
             f"{optimizers.label(c.other)} {fmt(b)} ({_rel(a.mean, b.mean):+.1%}): {MARK[self.outcome]}"
-        )
+        ) + (f" {EAGER_MARK}" if self.eager else "")
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,23 @@ def _stat(stats: pd.DataFrame, opt: str, batch: int, col: str) -> Stat | str:
     return Stat(float(row[f"{col}_mean"]), 0.0 if pd.isna(std) else float(std), int(row["n"]))
 
 
+def _eager(stats: pd.DataFrame, check: Check) -> bool:
+    """Whether a timing check compares a cell whose timed runs include SM3's eager path
+    (aggregate()'s ``sm3_eager``): the evidence line is marked, the outcome stays as it is."""
+    if check.col not in TIMING_COLUMNS or "sm3_eager" not in stats:
+        return False
+    cells = [(opt, check.batch) for opt in (check.subject, check.other)]
+    return any(cell in stats.index and stats.loc[cell, "sm3_eager"] > 0 for cell in cells)
+
+
 def run_check(check: Check, stats: pd.DataFrame) -> CheckResult:
     a = _stat(stats, check.subject, check.batch, check.col)
     b = _stat(stats, check.other, check.batch, check.col)
     missing = tuple(s for s in (a, b) if isinstance(s, str))
     if missing:
         return CheckResult(check, None, None, None, missing)
-    return CheckResult(check, a, b, compare(check.kind, a, b, check.rel))
+    outcome = compare(check.kind, a, b, check.rel)
+    return CheckResult(check, a, b, outcome, eager=_eager(stats, check))
 
 
 def judge(claim: Claim, stats: pd.DataFrame) -> ClaimResult:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from sm3repro.memory.family import theory_state_bytes
 from sm3repro.report import optimizers
+from sm3repro.report.timing import sm3_ran_eager
 
 MIB = 1024**2
 GIB = 1024**3
@@ -57,6 +58,7 @@ def load_grid(results_dir: str | os.PathLike) -> pd.DataFrame:
             "cuda_max_memory_allocated": r.get("cuda_max_memory_allocated"),
             "step_s": r["step_s_median"],
             "optimizer_step_s": r["optimizer_step_s_median"],
+            "sm3_eager": sm3_ran_eager(r.get("optimizer_impl")),  # its step times: marked
             "threads": r.get("threads"),
             "omp_wait_policy": r.get("omp_wait_policy") or "default",
             "git_commit": r.get("provenance", {}).get("git_commit"),

@@ -28,6 +28,7 @@ from sm3repro.report.memory import (
     speed_from,
     theory_targets,
 )
+from sm3repro.report.timing import EAGER_MARK, EAGER_NOTE, eager_footnote
 
 FIGURE = "memory_at_scale"
 
@@ -67,6 +68,10 @@ def plot_memory(grid: pd.DataFrame, path_stem: Path) -> Path:
     return path
 
 
+def _eager(cell: pd.Series) -> bool:
+    return bool(cell.get("sm3_eager", False))
+
+
 def _mib(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x / MIB:.1f}"
 
@@ -92,12 +97,19 @@ def scale_table(grid: pd.DataFrame) -> pd.DataFrame:
         for batch in batches:
             c = cells[cells.batch_size == batch]
             c = c.iloc[0] if len(c) else None
+            mark = f" {EAGER_MARK}" if c is not None and _eager(c) else ""
             row[f"b{batch} memory MiB"] = _mib(None if c is None else c.cost_bytes)
-            row[f"b{batch} step ms"] = "–" if c is None else f"{c.step_s * 1e3:.1f}"
-            row[f"b{batch} opt step ms"] = "–" if c is None else f"{c.optimizer_step_s * 1e3:.2f}"
+            row[f"b{batch} step ms"] = "–" if c is None else f"{c.step_s * 1e3:.1f}{mark}"
+            row[f"b{batch} opt step ms"] = (
+                "–" if c is None else f"{c.optimizer_step_s * 1e3:.2f}{mark}"
+            )
         rows.append((embed_dim, opt, row))
     order = optimizers.ordered(grid.optimizer)
     return pd.DataFrame([r for *_, r in sorted(rows, key=lambda t: (t[0], order.index(t[1])))])
+
+
+def _any_eager(grid: pd.DataFrame) -> bool:
+    return "sm3_eager" in grid and bool(grid["sm3_eager"].any())
 
 
 def _budget(gib: float) -> str:
@@ -208,6 +220,7 @@ def memory_section(
         "",
         scale_table(grid).to_markdown(index=False, disable_numparse=True),
         "",
+        *([EAGER_NOTE, ""] if _any_eager(grid) else []),
     ]
     if top_params >= SCALE_PARAMETERS:
         lines += [
@@ -248,6 +261,7 @@ def memory_section(
     since_opt, since_step = speed_from(grid), speed_from(grid, "step_s")
     lines += ["", "**Is SM3-II's step faster than Adam's at scale?** (median times, fresh "
               "processes side by side; faster = lower median)", ""]  # fmt: skip
+    speed = []
     for batch in sorted(since_opt):
         parts = []
         for what, since in (
@@ -265,6 +279,9 @@ def memory_section(
                 f"at {top_params / 1e6:.0f}M: optimizer step SM3-II/Adam "
                 f"{top[0].optimizer_step_s / top[1].optimizer_step_s:.2f}x"
             )
-        lines.append(f"- batch {batch}: " + "; ".join(parts) + ".")
-    lines.append("")
+        # a comparison that read an SM3-II cell on its eager path is marked (and noted below)
+        sm3 = grid[(grid.optimizer == "sm3_ii") & (grid.batch_size == batch)]
+        mark = f" {EAGER_MARK}" if _any_eager(sm3) else ""
+        speed.append(f"- batch {batch}: " + "; ".join(parts) + f".{mark}")
+    lines += [*speed, "", *[line for note in eager_footnote(speed) for line in (note, "")]]
     return "\n".join(lines)

@@ -27,6 +27,8 @@ from sm3repro.report.protocols import (
     matrix,
     matrix_markdown,
 )
+from sm3repro.report.tables import has_eager
+from sm3repro.report.timing import EAGER_NOTE
 
 LR_FIGURE = "fig_lr_sensitivity"
 
@@ -119,6 +121,7 @@ def build_sections(
         "runs and runs on fewer torch threads than cores left out, as in the claims); lr = the "
         "cell's learning rate. Ratios are to Adam under the same protocol and batch size.",
         "",
+        *([EAGER_NOTE, ""] if has_eager(arms) else []),
     ]
     sections.claims_top = [
         "### Claims × protocol",

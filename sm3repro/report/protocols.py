@@ -21,7 +21,7 @@ from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.judge import ClaimResult
 from sm3repro.report.runs import Runs, load_runs
 from sm3repro.report.tables import aggregate
-from sm3repro.report.timing import uncontended
+from sm3repro.report.timing import eager_footnote, uncontended
 
 
 @dataclass(frozen=True)
@@ -153,4 +153,4 @@ def evidence_markdown(result: ProtocolResult) -> list[str]:
         lines.append(f'- <a id="{anchor(result.protocol, r.claim.number)}"></a>'
                      f"**Claim {r.claim.number}**: {r.verdict}")  # fmt: skip
         lines += [f"  - {check.line}" for check in r.checks if check.line is not None]
-    return [*lines, ""]
+    return [*lines, "", *[line for note in eager_footnote(lines) for line in (note, "")]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +13,16 @@ from sm3repro.report.judge import LEGEND
 from sm3repro.report.runs import Runs
 from sm3repro.report.tables import (
     TABLE1_COLUMNS,
+    TABLE1_EAGER,
     TABLE2_COLUMNS,
     TABLE3_COLUMNS,
+    TABLE3_EAGER,
     adam_state_note,
     display,
+    has_eager,
+    mark_eager,
 )
+from sm3repro.report.timing import EAGER_NOTE, eager_footnote
 
 if TYPE_CHECKING:
     from sm3repro.report.protocol_sections import ProtocolSections
@@ -47,6 +52,7 @@ LATEX_SYMBOLS = str.maketrans(
         "–": "--",
         "<": "$<$",
         ">": "$>$",
+        "†": r"$^\dagger$",
     }
 )
 
@@ -82,6 +88,11 @@ def _provenance(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _eager_note(table: pd.DataFrame) -> list[str]:
+    """The eager-path note and a blank line, under a table with marked cells."""
+    return [EAGER_NOTE, ""] if has_eager(table) else []
+
+
 def _evidence(num: int, verdict: str, evidence: str) -> str:
     lines = [f"  - {line}" for line in evidence.split("; ") if line]
     return "\n".join([f"- **Claim {num}**: {verdict}", *lines])
@@ -101,10 +112,16 @@ def render_markdown(
         (sections.arms, sections.claims_top, sections.after_claims) if sections else ([], [], [])
     )
     contention = [loaded.contention.note(), ""] if loaded.contention is not None else []
+    evidence = [
+        _evidence(num, verdict, evidence)
+        for num, verdict, evidence in tables["claims"][["claim", "verdict", "evidence"]].itertuples(
+            index=False
+        )
+    ]
     data_name = _unique(runs, "data.name")
     epochs = _unique(runs, "epochs_completed")
     seeds = _unique(runs.sort_values("seed"), "seed")
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = [
         "# SM3 reproduction report",
         "",
@@ -136,6 +153,7 @@ def render_markdown(
         "threads pinned to the cores every optimizer keeps them busy (~99%), so it counts "
         "threads, not the optimizer's cost.",
         "",
+        *_eager_note(tables["table1_cpu_runtime"]),
         "## Table II: test LAS / UAS (final model)",
         "",
         _markdown(shown["table2_las_uas"]),
@@ -155,6 +173,7 @@ def render_markdown(
         + adam_state_note(tables["table3_memory_speed"])
         + ".",
         "",
+        *_eager_note(tables["table3_memory_speed"]),
         "## Fig. 1: training loss per epoch",
         "",
         f"![Training loss per epoch]({figures['fig1_train_loss'].as_posix()})",
@@ -181,13 +200,9 @@ def render_markdown(
         "",
         "Numbers behind each verdict (ours, mean ± std over seeds; relative difference in brackets):",
         "",
-        *[
-            _evidence(num, verdict, evidence)
-            for num, verdict, evidence in tables["claims"][
-                ["claim", "verdict", "evidence"]
-            ].itertuples(index=False)
-        ],
+        *evidence,
         "",
+        *[line for note in eager_footnote(evidence) for line in (note, "")],
         *after_claims,
         "## Excluded runs",
         "",
@@ -218,21 +233,33 @@ def claims_display(claims_table: pd.DataFrame) -> pd.DataFrame:
 
 def displays(tables: dict[str, pd.DataFrame]) -> dict[str, tuple[pd.DataFrame, str]]:
     """Each table as shown (strings) with its caption."""
+    table1, table3 = tables["table1_cpu_runtime"], tables["table3_memory_speed"]
     return {
         "table1_cpu_runtime": (
-            display(tables["table1_cpu_runtime"], TABLE1_COLUMNS),
-            "CPU usage and runtime (ours vs the study's Table I)",
+            mark_eager(display(table1, TABLE1_COLUMNS), table1, TABLE1_EAGER),
+            _caption("CPU usage and runtime (ours vs the study's Table I)", has_eager(table1)),
         ),
         "table2_las_uas": (
             display(tables["table2_las_uas"], TABLE2_COLUMNS),
             "Test LAS/UAS (ours vs the study's Table II)",
         ),
         "table3_memory_speed": (
-            display(tables["table3_memory_speed"], TABLE3_COLUMNS),
-            "Optimizer memory and speed (beyond the study)",
+            mark_eager(display(table3, TABLE3_COLUMNS), table3, TABLE3_EAGER),
+            _caption("Optimizer memory and speed (beyond the study)", has_eager(table3)),
         ),
-        "claims": (claims_display(tables["claims"]), "The study's claims and our verdicts"),
+        "claims": (
+            claims_display(tables["claims"]),
+            _caption(
+                "The study's claims and our verdicts",
+                bool(eager_footnote(tables["claims"]["evidence"].astype(str))),
+            ),
+        ),
     }
+
+
+def _caption(caption: str, marked: bool) -> str:
+    """The LaTeX caption, with the eager-path note when the table marks cells."""
+    return f"{caption}. {EAGER_NOTE}" if marked else caption
 
 
 def render_latex(name: str, shown: pd.DataFrame, caption: str) -> str:

@@ -27,7 +27,7 @@ from sm3repro.report.judge import ClaimResult, judge
 from sm3repro.report.protocols import count_finished
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate
-from sm3repro.report.timing import uncontended
+from sm3repro.report.timing import eager_footnote, uncontended
 
 CLAIM = next(c for c in CLAIMS if c.number == 3)
 SPARSE_EXPERIMENT = "fastest_exact"
@@ -92,7 +92,8 @@ def _paper_optimizers(overrides: Sequence[str]) -> list[str]:
 
 
 def tiers_table(tiers: Sequence[Tier]) -> pd.DataFrame:
-    """One row per (tier, optimizer, batch): runtime mean ± std, n, and the implementation."""
+    """One row per (tier, optimizer, batch): runtime mean ± std, n, the implementation, and
+    how many of the timed runs had SM3 on its eager path (``sm3_eager``)."""
     rows = []
     for tier in tiers:
         if not len(tier.runs):
@@ -107,6 +108,7 @@ def tiers_table(tiers: Sequence[Tier]) -> pd.DataFrame:
                 "runtime_min_mean": row.runtime_min_mean,
                 "runtime_min_std": row.runtime_min_std,
                 "optimizer_impl": row.optimizer_impl,
+                "sm3_eager": row.sm3_eager,
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -128,4 +130,4 @@ def tiers_markdown(tiers: Sequence[Tier]) -> list[str]:
         lines.append(f"- **Tier {number}, {tier.name}**: {tier.verdict}")
         if tier.result is not None:
             lines += [f"  - {check.line}" for check in tier.result.checks if check.line]
-    return [*lines, ""]
+    return [*lines, "", *[line for note in eager_footnote(lines) for line in (note, "")]]

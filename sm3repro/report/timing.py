@@ -15,10 +15,14 @@ With torch threads pinned to the usable cores every optimizer keeps them busy (C
 CPU% is the thread count, not a property of the optimizer; CPU-seconds per 1,000 training
 examples (process CPU time of the training loop / examples trained x 1000) is the cost that
 differs between optimizers. Older records get it from CPU% x usable cores x runtime.
+
+A run whose SM3 stepped on its eager path (:func:`sm3_ran_eager`) timed that path, not the fused
+kernel: wherever runtimes are compared its figures are kept and marked (EAGER_MARK, EAGER_NOTE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +37,33 @@ RULE = (
     f"other processes took >= {CONTENDED_OTHERS_PERCENT:g}% of the usable cores, or the "
     f"hypervisor stole >= {CONTENDED_STEAL_PERCENT:g}%, during the training loop"
 )
+
+
+# SM3's runtime measures its fused kernel only where that ran: a run whose SM3 stepped with
+# eager torch ops timed another implementation. Its figures stay in (no verdict changes), marked.
+EAGER_MARK = "†"
+EAGER_NOTE = (
+    f"{EAGER_MARK} SM3 ran its eager path (fused kernel unavailable or not yet written) in runs "
+    "behind the marked timings: they time that path, not SM3's fused kernel; the verdicts use "
+    "them as recorded."
+)
+_SM3_IMPL = "sm3repro.SM3("
+
+
+def sm3_ran_eager(optimizer_impl: object) -> bool:
+    """Whether a record's SM3 stepped with eager torch ops instead of its fused kernel: its
+    ``optimizer_impl`` says ``kernel=eager``, or names no kernel (records written before the
+    fused kernel existed ran the eager path). False for other optimizers and missing values."""
+    if not isinstance(optimizer_impl, str) or not optimizer_impl.startswith(_SM3_IMPL):
+        return False
+    arguments = optimizer_impl[len(_SM3_IMPL) :].split(")", 1)[0].split(",")
+    kernels = [a.strip().removeprefix("kernel=") for a in arguments if "kernel=" in a]
+    return not kernels or kernels[0] == "eager"
+
+
+def eager_footnote(lines: Iterable[str]) -> list[str]:
+    """The eager-path note, as a list of one line, when any of ``lines`` carries its mark."""
+    return [EAGER_NOTE] if any(EAGER_MARK in line for line in lines) else []
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
