@@ -107,6 +107,11 @@ class RunConfig:
     # Per-cell learning rates, {optimizer: {b<batch>: lr}}, that an experiment's optimizer.lr
     # looks up (conf/experiment/tuned_lr.yaml); only the resolved lr enters the run id.
     lr_table: dict[str, dict[str, float]] | None = None
+    # Measurement only (training is bit-identical either way, so neither enters the run id):
+    # dev scored this many times per epoch, evenly spaced, the last at the epoch's end (the
+    # time axis of time-to-target); every step's time split into phases (step_timing).
+    dev_evals_per_epoch: int = 10
+    time_phases: bool = True
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
@@ -183,6 +188,7 @@ def validate(cfg: DictConfig) -> None:
         "epochs": cfg.epochs,
         "torch_threads": cfg.torch_threads,
         "log_every": cfg.log_every,
+        "dev_evals_per_epoch": cfg.dev_evals_per_epoch,
         "model.embed_dim": cfg.model.embed_dim,
         "data.min_word_freq": cfg.data.min_word_freq,
     }

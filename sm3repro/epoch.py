@@ -1,7 +1,8 @@
 """One epoch of training: a shuffled pass of minibatch steps over the featurized train set.
 
-Dev parsing is not part of it (train.evaluate_epoch scores dev with the resource meter paused),
-so an epoch's seconds are training time only.
+Dev parsing is not part of it (train.evaluate_epoch scores dev with the resource meter paused,
+and the dev points within an epoch are timed out of it), so an epoch's seconds are training time
+only. Every step's time is split into phases (step_timing.PhaseClock).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from sm3repro.run_record import StepRow
+from sm3repro.run_record import Phases, StepRow
+from sm3repro.step_timing import phase_clock
 from sm3repro.tracking import Tracker
 from sm3repro.training_state import TrainingState
 
@@ -28,15 +31,27 @@ class EpochTraining:
     train_accuracy: float
     seconds: float
     examples: int
+    last_step: int  # the global step the epoch ended at
+    phases: Phases | None = None  # None with time_phases=false
     diverged: str | None = None  # why training stopped in this epoch
+
+
+# Called at a dev point inside an epoch with (global step, training seconds of this epoch so far).
+DevPointHook = Callable[[int, float], None]
+
+
+def dev_point_steps(n_batches: int, per_epoch: int) -> set[int]:
+    """The steps of an epoch (1-based) after which dev is scored before its end: ``per_epoch``
+    points evenly spaced, the last of them the epoch's end (which train.evaluate_epoch scores)."""
+    return {round(k * n_batches / per_epoch) for k in range(1, per_epoch)} - {0, n_batches}
 
 
 def train_epoch(
     cfg: DictConfig, state: TrainingState, features: torch.Tensor, gold: torch.Tensor,
-    epoch: int, tracker: Tracker,
+    epoch: int, tracker: Tracker, dev_point: DevPointHook | None = None,
 ) -> EpochTraining:  # fmt: skip
-    """One shuffled pass of minibatch steps; logs the mean loss every ``log_every`` steps and
-    stops at the first non-finite one."""
+    """One shuffled pass of minibatch steps; logs the mean loss every ``log_every`` steps, calls
+    ``dev_point`` at the epoch's inner dev points, and stops at the first non-finite loss."""
     model, optimizer, device = state.model, state.optimizer, features.device
     model.train()
     n_examples = len(gold)
@@ -47,16 +62,23 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
     diverged = None
+    dev_steps = dev_point_steps(n_batches, cfg.dev_evals_per_epoch) if dev_point else set()
+    evaluating_s = 0.0  # dev points' seconds inside the epoch: not training time
+    clock = phase_clock(cfg.time_phases, device)
     epoch_start = time.perf_counter()
     progress = _progress(n_batches, epoch, cfg.epochs)
     for b in range(n_batches):
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
         x, y = features[idx], gold[idx]
+        clock.lap("rest")
         logits = model(x)
         loss = F.cross_entropy(logits, y)
+        clock.lap("forward")
         optimizer.zero_grad()  # set_to_none: backward writes fresh grads, no memset+add
         loss.backward()
+        clock.lap("backward")
         optimizer.step()
+        clock.lap("optimizer")
         if state.scheduler is not None:
             state.scheduler.step()
         if state.averaged is not None:
@@ -77,11 +99,26 @@ def train_epoch(
             if not math.isfinite(mean_loss):
                 diverged = f"non-finite training loss at step {step}"
                 break
+        if b + 1 in dev_steps:
+            clock.lap("rest")
+            paused = time.perf_counter()
+            dev_point(
+                (epoch - 1) * n_batches + b + 1, paused - epoch_start - evaluating_s
+            )  # fmt: skip
+            evaluating_s += time.perf_counter() - paused
+            clock.restart()
+    clock.lap("rest")
     progress.close()
-    seconds = time.perf_counter() - epoch_start
+    seconds = time.perf_counter() - epoch_start - evaluating_s
+    phases = None
+    if cfg.time_phases:
+        phases = Phases(
+            steps=b + 1, wall_s=clock.rounded(clock.wall_s), cpu_s=clock.rounded(clock.cpu_s)
+        )
     return EpochTraining(
         train_loss=float(loss_sum) / n_examples, train_accuracy=int(correct) / n_examples,
-        seconds=seconds, examples=n_examples, diverged=diverged,
+        seconds=seconds, examples=n_examples, last_step=(epoch - 1) * n_batches + b + 1,
+        phases=phases, diverged=diverged,
     )  # fmt: skip
 
 

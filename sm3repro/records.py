@@ -48,7 +48,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 # Keys that change how or where a run is logged, not what it computes.
 # lr_table is a lookup table for optimizer.lr: the lr it yields is part of the identity.
 _NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_every",
-                 "checkpoint", "debug", "experiment_name", "optimized_metric", "lr_table"}  # fmt: skip
+                 "checkpoint", "debug", "experiment_name", "optimized_metric", "lr_table",
+                 "dev_evals_per_epoch", "time_phases"}  # fmt: skip
 
 
 # Keys added to the schema after runs were recorded, with their defaults: at the default they

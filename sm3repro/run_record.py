@@ -116,6 +116,50 @@ class BestDev(_Serialised):
 
 
 @dataclass(kw_only=True)
+class Phases(_Serialised):
+    """Training-loop seconds per phase (step_timing.PHASES: forward, backward, optimizer, rest),
+    wall and CPU (every thread of the process), over ``steps`` steps."""
+
+    steps: int
+    wall_s: dict[str, float]
+    cpu_s: dict[str, float]
+
+    def __add__(self, other: Phases) -> Phases:
+        return Phases(
+            steps=self.steps + other.steps,
+            wall_s={k: self.wall_s[k] + other.wall_s[k] for k in self.wall_s},
+            cpu_s={k: self.cpu_s[k] + other.cpu_s[k] for k in self.cpu_s},
+        )
+
+
+@dataclass(kw_only=True)
+class StepCost(_Serialised):
+    """What the optimizer step costs within the run (from the epochs' phases), and a figure that
+    does not depend on the host's speed: forward and backward are the same work for every
+    optimizer, so the step's time relative to them compares optimizers across hosts."""
+
+    phases: Phases  # summed over every epoch of every segment
+    optimizer_ms_per_step: float
+    forward_backward_ms_per_step: float
+    optimizer_cpu_s_per_1k_examples: float
+    optimizer_share: float  # optimizer / (forward + backward + optimizer), wall
+    optimizer_overhead: float  # optimizer / (forward + backward), wall
+    # The largest saving in training time a faster optimizer step could bring: the step's share
+    # of all training-loop wall time (an optimizer step of zero cost).
+    max_saving_from_optimizer: float
+
+
+@dataclass(kw_only=True)
+class HostSpeed(_Serialised):
+    """The host's speed on step_timing.calibrate_host's fixed workload (ms per forward+backward),
+    at the start and end of every segment of the run (a resumed run has several)."""
+
+    calibration_ms: list[float]  # start, end of segment 1, then of segment 2, ...
+    median_ms: float
+    spread: float  # max / min of the calibrations: > ~1.1 means the host changed during the run
+
+
+@dataclass(kw_only=True)
 class Resources(_Serialised):
     """What the training loop cost (data loading, featurizing and dev parsing timed apart).
 
@@ -177,6 +221,9 @@ class RunSummary(_Serialised):
     best_dev: BestDev | None = _absent_if_none()  # completed runs only
     resources: Resources | None = _absent_if_none()  # finished runs only
     record_files: dict[str, str] | None = _absent_if_none()  # records.RunDir.write_summary
+    # Recorded since the timed arm (issue 24): the optimizer step's cost, the host's speed.
+    step_cost: StepCost | None = _absent_if_none()
+    host_speed: HostSpeed | None = _absent_if_none()
 
     def dev_metric(self, name: str) -> float | None:
         """The dev score ``name`` (one of DEV_METRICS); None when the run did not complete."""
@@ -233,15 +280,66 @@ class EpochRow(_Serialised):
     others_cpu_percent: float | None = _absent_if_none()
     steal_percent: float | None = _absent_if_none()
     contended: bool | None = _absent_if_none()
+    phases: Phases | None = _absent_if_none()  # absent before phase timing, or with it off
 
     def dev(self) -> dict[str, float]:
         """The dev scores without their ``dev_`` prefix."""
         return {k[4:]: v for k, v in self.to_dict().items() if k.startswith("dev_")}
 
+    def loggable(self) -> dict[str, Any]:
+        """Flat scalars for a tracker: the row's values, phases as ``phases/wall_s/forward``."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("kind", "epoch", "phases")}
+        if self.phases is not None:
+            for clock in ("wall_s", "cpu_s"):
+                out.update(
+                    {f"phases/{clock}/{k}": v for k, v in getattr(self.phases, clock).items()}
+                )
+        return out
 
-MetricsRow = StepRow | EpochRow
+
+@dataclass(kw_only=True)
+class DevPoint(_Serialised):
+    """A ``metrics.jsonl`` row per dev evaluation (``dev_evals_per_epoch`` per epoch, the last at
+    the epoch's end): the dev scores against the training seconds so far (dev parsing excluded),
+    the time axis of time-to-target."""
+
+    kind: str = "dev"
+    epoch: int
+    step: int  # global step, counted from the run's first
+    train_s: float  # training-loop seconds since the run's first step, over every segment
+    dev_uas_micro: float
+    dev_las_micro: float
+    dev_uas_macro: float
+    dev_las_macro: float
+
+    @classmethod
+    def of(cls, epoch: int, step: int, train_s: float, dev: Scores) -> DevPoint:
+        return cls(
+            epoch=epoch, step=step, train_s=round(train_s, 3), dev_uas_micro=dev.uas_micro,
+            dev_las_micro=dev.las_micro, dev_uas_macro=dev.uas_macro, dev_las_macro=dev.las_macro,
+        )  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class CalibrationRow(_Serialised):
+    """A ``metrics.jsonl`` row at the start and end of every segment: the host's speed."""
+
+    kind: str = "calibration"
+    segment: int  # 1 for the first sitting, 2 after the first resume, ...
+    when: str  # "start" or "end"
+    ms: float  # step_timing.calibrate_host's median ms per forward+backward
+    at: str  # UTC time
+
+
+MetricsRow = StepRow | EpochRow | DevPoint | CalibrationRow
+_ROW_KINDS: dict[str, type[_Serialised]] = {
+    "step": StepRow, "epoch": EpochRow, "dev": DevPoint, "calibration": CalibrationRow,
+}  # fmt: skip
 
 
 def metrics_row(data: dict[str, Any]) -> MetricsRow:
-    """A parsed ``metrics.jsonl`` line as its typed row."""
-    return EpochRow.from_dict(data) if data.get("kind") == "epoch" else StepRow.from_dict(data)
+    """A parsed ``metrics.jsonl`` line as its typed row (a line without a kind is a step row)."""
+    kind = data.get("kind", "step")
+    if kind not in _ROW_KINDS:
+        raise TypeError(f"unknown metrics row kind {kind!r}")
+    return _ROW_KINDS[kind].from_dict(data)  # type: ignore[return-value]

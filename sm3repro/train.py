@@ -30,7 +30,7 @@ from sm3repro import sweep_summary
 from sm3repro.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.dataset import ParserData, load_data
-from sm3repro.epoch import EpochTraining, train_epoch
+from sm3repro.epoch import DevPointHook, EpochTraining, train_epoch
 from sm3repro.evaluation import evaluate
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.optim.registry import sparse_rows_config
@@ -42,6 +42,8 @@ from sm3repro.resources import ResourceMeter, contention
 from sm3repro.run_record import (
     DEV_METRICS,
     BestDev,
+    CalibrationRow,
+    DevPoint,
     EpochRow,
     FinalScores,
     Resources,
@@ -49,6 +51,7 @@ from sm3repro.run_record import (
     Scores,
     Status,
 )
+from sm3repro.step_timing import calibrate_host, host_speed, step_cost
 from sm3repro.tracking import Tracker, make_tracker
 from sm3repro.training_state import (
     ELAPSED_KEYS,
@@ -150,16 +153,11 @@ def build(cfg: DictConfig, data: ParserData, run_id: str) -> tuple[TrainingState
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     opt_cfg, sparse_words, sparse_note = sparse_rows_config(cfg.optimizer, cfg.sparse_rows)
-    vocab = data.vocab
-    model = ChenManningParser(
-        len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
-        embed_dim=cfg.model.embed_dim, hidden=tuple(cfg.model.hidden),
-        activation=cfg.model.activation, dropout=cfg.model.dropout,
-        word_dropout=cfg.model.word_dropout, word_counts=vocab.word_counts,
-        sparse_word_grads=sparse_words,
-    ).to(torch.device(cfg.device))  # fmt: skip
+    model = new_model(cfg, data, sparse_words=sparse_words).to(torch.device(cfg.device))
     if cfg.data.embeddings:
-        data.stats["pretrained_words"] = model.load_pretrained(cfg.data.embeddings, vocab.words)
+        data.stats["pretrained_words"] = model.load_pretrained(
+            cfg.data.embeddings, data.vocab.words
+        )
     optimizer, optimizer_impl = build_optimizer(model.parameters(), opt_cfg)
     optimizer_impl += sparse_note
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -168,6 +166,21 @@ def build(cfg: DictConfig, data: ParserData, run_id: str) -> tuple[TrainingState
     averaged = weight_average(model, cfg.ema_decay)
     state = TrainingState(run_id, model, optimizer, scheduler, averaged, generator)
     return state, optimizer_impl
+
+
+def new_model(
+    cfg: DictConfig, data: ParserData, sparse_words: bool = False, dropout: bool = True
+) -> ChenManningParser:
+    """The parser the config describes (``dropout=False``: without either dropout, the host
+    calibration's fixed workload)."""
+    vocab = data.vocab
+    return ChenManningParser(
+        len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
+        embed_dim=cfg.model.embed_dim, hidden=tuple(cfg.model.hidden),
+        activation=cfg.model.activation, dropout=cfg.model.dropout if dropout else 0.0,
+        word_dropout=cfg.model.word_dropout if dropout else 0.0, word_counts=vocab.word_counts,
+        sparse_word_grads=sparse_words,
+    )  # fmt: skip
 
 
 def _train(
@@ -185,9 +198,11 @@ def _train(
     features = torch.from_numpy(data.features).to(device)
     gold = torch.from_numpy(data.gold.astype(np.int64)).to(device)
     with _tracker(cfg, record, resolved) as tracker:
+        _calibrate(cfg, state, data, features, gold, "start")
         state.meter = ResourceMeter().start()
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            trained = train_epoch(cfg, state, features, gold, epoch, tracker)
+            hook = _dev_point_hook(cfg, state, data, epoch, tracker)
+            trained = train_epoch(cfg, state, features, gold, epoch, tracker, hook)
             if trained.diverged is not None:
                 summary.status, summary.reason = Status.DIVERGED, trained.diverged
                 record.write_metrics(state.metrics)  # keep the losses
@@ -196,9 +211,7 @@ def _train(
                 )
                 break
             row = evaluate_epoch(cfg, state, data, epoch, trained)
-            tracker.log_epoch(
-                epoch, {k: v for k, v in row.to_dict().items() if k not in ("kind", "epoch")}
-            )
+            tracker.log_epoch(epoch, row.loggable())
             log.info(
                 "run %s epoch %d/%d: loss %.4f acc %.4f dev LAS %.4f UAS %.4f (%.1f s)",
                 record.run_id, epoch, cfg.epochs, row.train_loss, row.train_accuracy,
@@ -211,6 +224,13 @@ def _train(
             record.write_summary(summary)
             _fault_hook("kill_after_epoch", epoch)
         summary.resources = _resources(cfg, state, data, state.meter.stop())
+        _calibrate(cfg, state, data, features, gold, "end")
+        record.write_metrics(state.metrics)
+        summary.step_cost = step_cost(
+            [row.phases for row in state.epoch_rows() if row.phases is not None],
+            len(data.gold) * len(state.epoch_rows()),
+        )
+        summary.host_speed = host_speed(state.rows(CalibrationRow))
         if summary.status == Status.RUNNING:
             summary.status = Status.COMPLETED
             _score_test(cfg, state, data, record, summary)
@@ -243,6 +263,38 @@ def _tracker(cfg: DictConfig, record: RunDir, resolved: dict) -> Tracker:
     )  # fmt: skip
 
 
+def _calibrate(
+    cfg: DictConfig, state: TrainingState, data: ParserData, features: torch.Tensor,
+    gold: torch.Tensor, when: str,
+) -> None:  # fmt: skip
+    """The host's speed on a fixed forward+backward, before and after this segment's training."""
+    done = state.rows(CalibrationRow)
+    segment = sum(row.when == "start" for row in done) + (when == "start")
+    ms = calibrate_host(lambda: new_model(cfg, data, dropout=False), features, gold)
+    state.metrics.append(CalibrationRow(segment=segment, when=when, ms=ms, at=_now()))
+    log.info("run %s: host calibration (%s of segment %d): %.3f ms", state.run_id, when,
+             segment, ms)  # fmt: skip
+
+
+def _dev_point_hook(
+    cfg: DictConfig, state: TrainingState, data: ParserData, epoch: int, tracker: Tracker
+) -> DevPointHook:
+    """Scores dev inside the epoch (meter paused, as at its end) and records the point."""
+    earlier_s = sum(row.epoch_time_s for row in state.epoch_rows())
+
+    def dev_point(step: int, epoch_s: float) -> None:
+        assert state.meter is not None
+        state.meter.pause()
+        dev = Scores.from_dict(evaluate(state.evaluated, data, data.dev, cfg)[0])
+        state.meter.resume()
+        point = DevPoint.of(epoch, step, earlier_s + epoch_s, dev)
+        state.metrics.append(point)
+        tracker.log_step(step, {f"dev_point/{k}": v for k, v in point.to_dict().items()
+                                if k.startswith("dev_") or k == "train_s"})  # fmt: skip
+
+    return dev_point
+
+
 def _log_record(tracker: Tracker, record: RunDir) -> None:
     """The run's record files as a W&B artifact (offline-safe: `wandb sync` uploads it)."""
     files = (record.config_path, record.metrics_path, record.summary_path, record.predictions_path)
@@ -258,6 +310,7 @@ def evaluate_epoch(
     state.meter.pause()  # dev parsing is evaluation, not training time
     dev = Scores.from_dict(evaluate(state.evaluated, data, data.dev, cfg)[0])
     state.meter.resume()
+    earlier_s = sum(r.epoch_time_s for r in state.epoch_rows())
     row = EpochRow(
         epoch=epoch, train_loss=trained.train_loss, train_accuracy=trained.train_accuracy,
         dev_uas_micro=dev.uas_micro, dev_las_micro=dev.las_micro,
@@ -267,8 +320,10 @@ def evaluate_epoch(
         cpu_percent=usage.get("cpu_percent"), system_cpu_percent=usage.get("system_cpu_percent"),
         rss_mb=usage.get("rss_mb"), others_cpu_percent=usage.get("others_cpu_percent"),
         steal_percent=usage.get("steal_percent"), contended=usage.get("contended"),
+        phases=trained.phases,
     )  # fmt: skip
     state.metrics.append(row)
+    state.metrics.append(DevPoint.of(epoch, trained.last_step, earlier_s + row.epoch_time_s, dev))
     state.note_dev(epoch, dev)
     return row
 

@@ -12,7 +12,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from sm3repro.resources import ResourceMeter
 from sm3repro.run_record import EpochRow, MetricsRow, Scores, metrics_row
 
 log = logging.getLogger("sm3repro")
+Row = TypeVar("Row")
 
 
 def lr_scheduler(
@@ -95,7 +96,11 @@ class TrainingState:
         return self.averaged.module if self.averaged is not None else self.model
 
     def epoch_rows(self) -> list[EpochRow]:
-        return [row for row in self.metrics if isinstance(row, EpochRow)]
+        return self.rows(EpochRow)
+
+    def rows(self, kind: type[Row]) -> list[Row]:
+        """The metrics rows of one kind, in order."""
+        return [row for row in self.metrics if isinstance(row, kind)]
 
     def note_dev(self, epoch: int, dev: Scores) -> None:
         """Keep this epoch's weights if its dev LAS (micro) is the best so far."""

@@ -55,8 +55,9 @@ def test_runtime_and_cpu_time_exclude_dev_evaluation(tmp_path, ewt_dir, monkeypa
         return evaluate(model, data, split, cfg)
 
     monkeypatch.setattr(train, "evaluate", slow_dev_evaluation)
-    summary = train_tiny(tmp_path, ewt_dir, "epochs=2", "batch_size=128")
-    assert len(dev_calls) == 2
+    # Two dev points per epoch: one inside it (timed out of the epoch), one at its end.
+    summary = train_tiny(tmp_path, ewt_dir, "epochs=2", "batch_size=128", "dev_evals_per_epoch=2")
+    assert len(dev_calls) == 4
     r = summary["resources"]
     rows = epoch_rows(Path(tmp_path / "results" / "runs" / summary["run_id"]))
     trained_s = sum(row["epoch_time_s"] for row in rows)
@@ -72,10 +73,11 @@ def test_runtime_and_cpu_time_exclude_dev_evaluation(tmp_path, ewt_dir, monkeypa
     assert r["cpu_s_per_1k_examples"] == pytest.approx(
         1000 * r["cpu_s"] / (2 * examples), abs=per_1k_rounding(2 * examples)
     )
-    # counted, the two evaluations would add 2 x SPIN_S of wall and CPU time
+    # counted, each evaluation would add SPIN_S of wall and CPU time to the run and its epoch
     assert r["runtime_s"] < trained_s + SPIN_S / 2, (r, trained_s)
     assert r["cpu_s"] < trained_s * r["usable_cores"] + SPIN_S / 2, (r, trained_s)
-    assert r["paused_s"] >= 2 * SPIN_S  # the meter saw the evaluations and set them apart
+    assert r["paused_s"] >= 4 * SPIN_S  # the meter saw the evaluations and set them apart
+    assert trained_s < r["runtime_s"] + SPIN_S / 2, (r, rows)  # nor the epochs' own seconds
     assert r["cpu_percent"] == pytest.approx(
         100 * r["cpu_s"] / r["runtime_s"] / r["usable_cores"],
         abs=rounding_error(r["cpu_s"], r["runtime_s"], r["usable_cores"], unit=0.01),
@@ -115,6 +117,15 @@ def test_a_resumed_run_adds_up_its_segments(run_harness, tmp_path, ewt_dir) -> N
         1000 * r["cpu_s"] / examples, abs=per_1k_rounding(examples)
     )
     assert r["runtime_min"] == pytest.approx(r["runtime_s"] / 60, abs=1e-3)
+    # the host's speed was measured in both sittings (the killed one never reached its end)
+    lines = (tmp_path / "results" / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
+    calibrations = [json.loads(line) for line in lines if '"calibration"' in line]
+    assert [(c["segment"], c["when"]) for c in calibrations] == [
+        (1, "start"),
+        (2, "start"),
+        (2, "end"),
+    ]
+    assert resumed["host_speed"]["calibration_ms"] == [c["ms"] for c in calibrations]
     # and the totals are those of the same run done in one go, within contended-timing noise
     ratio = r["runtime_s"] / reference["resources"]["runtime_s"]
     assert 0.5 < ratio < 2.0, ratio

@@ -1,0 +1,101 @@
+"""What phase timing costs: training epochs with ``time_phases`` on and off, interleaved A/B.
+
+    python scripts/bench_phase_timing.py [--pairs 16] [--sentences 2000] [--batch-size 64]
+        [--optimizer sm3_ii]
+
+One process, one model and optimizer (built as ``sm3repro.train`` builds them), the training
+loop itself (``sm3repro.epoch.train_epoch``) over a slice of EWT train: each pair runs one epoch
+with the phase clock and one without, in alternating order (A B, B A, ...) so drifts in machine
+speed hit both arms alike. Batch 64 with SM3-II is the shortest step of the study (~2 ms), where
+a fixed cost per step weighs most. Printed: every pair, the mean ratio with a 95% t interval on
+the log ratios (scipy.stats), and the clock reads' own cost per step measured apart.
+
+Target (issue 24): the overhead of timing is <= 1% of the epoch (mean ratio <= 1.01).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sm3repro import train  # noqa: E402
+from sm3repro.epoch import train_epoch  # noqa: E402
+from sm3repro.step_timing import PhaseClock  # noqa: E402
+from sm3repro.tracking import Tracker  # noqa: E402
+
+TARGET = 1.01
+
+
+def clock_cost_us(reps: int = 200_000) -> float:
+    """Microseconds of the four laps a step takes, timed on their own."""
+    clock = PhaseClock()
+    start = time.perf_counter()
+    for _ in range(reps):
+        clock.lap("rest")
+        clock.lap("forward")
+        clock.lap("backward")
+        clock.lap("optimizer")
+    return 1e6 * (time.perf_counter() - start) / reps
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=16)
+    p.add_argument("--sentences", type=int, default=2000, help="EWT train sentences per epoch")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="sm3_ii")
+    a = p.parse_args(argv)
+    overrides = [
+        f"optimizer={a.optimizer}", f"batch_size={a.batch_size}", "logger=none",
+        f"data.max_train_sentences={a.sentences}", "data.max_eval_sentences=10",
+    ]  # fmt: skip
+    with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    train._tune_malloc()
+    data = train._load_data_once(cfg)
+    state, impl = train.build(cfg, data, "bench-phase-timing")
+    features = torch.from_numpy(data.features)
+    gold = torch.from_numpy(data.gold.astype(np.int64))
+    steps = math.ceil(len(gold) / cfg.batch_size)
+    print(f"{impl}, batch {cfg.batch_size}, {steps} steps per epoch, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+
+    def epoch_s(timed: bool, epoch: int) -> float:
+        cfg.time_phases = timed
+        return train_epoch(cfg, state, features, gold, epoch, Tracker()).seconds
+
+    epoch_s(True, 1)  # warm-up: allocator, caches, the optimizer's state
+    ratios = []
+    for pair in range(a.pairs):
+        order = (True, False) if pair % 2 == 0 else (False, True)
+        seconds = {timed: epoch_s(timed, 2 + 2 * pair + k) for k, timed in enumerate(order)}
+        ratios.append(seconds[True] / seconds[False])
+        print(f"pair {pair + 1:2d}: timed {seconds[True]:.3f} s, untimed {seconds[False]:.3f} s, "
+              f"ratio {ratios[-1]:.4f}")  # fmt: skip
+    logs = np.log(ratios)
+    low, high = stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
+    mean = math.exp(logs.mean())
+    laps = clock_cost_us()
+    step_ms = 1000 * epoch_s(False, 2 * a.pairs + 2) / steps
+    print(f"clock reads: {laps:.2f} us per step = {100 * laps / 1000 / step_ms:.3f}% of a "
+          f"{step_ms:.3f} ms step")  # fmt: skip
+    ok = mean <= TARGET
+    print(f"phase timing overhead: mean ratio {mean:.4f} (95% CI {math.exp(low):.4f}-"
+          f"{math.exp(high):.4f}, n = {len(ratios)} pairs) "
+          f"target <= {TARGET}: {'met' if ok else 'NOT met'}")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
