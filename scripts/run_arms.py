@@ -1,7 +1,9 @@
-"""Run the claims arms end to end, resumably: lr selection, tuned-lr arm, no-dropout arm, report.
+"""Run the claims arms end to end, resumably: lr selection, tuned-lr arm, no-dropout arm, the
+timed arm, report.
 
     python scripts/run_arms.py                    # everything still missing, then the report
     python scripts/run_arms.py --stage selection  # only the lr grid and its extensions
+    python scripts/run_arms.py --stage timed --seeds 0  # one seed block of the timed arm
 
 Each stage is a Hydra sweep of `sm3repro.train`, so finished runs are skipped and an interrupted
 one resumes from its checkpoint: stop this at any point and run it again. Selection runs only
@@ -19,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sm3repro.optim.catalog import sparse_rows_grid  # noqa: E402
 from sm3repro.paths import config_dir  # noqa: E402
 from sm3repro.report.lr_selection import choices_from_records, missing_lrs, tuned_yaml  # noqa: E402
 
-STAGES = ("selection", "tuned_lr", "no_dropout", "report")
+STAGES = ("selection", "tuned_lr", "no_dropout", "timed", "report")
 
 
 def _sweep(overrides: list[str]) -> None:
@@ -53,11 +56,23 @@ def select(results: Path, threads: int, overrides: list[str]) -> bool:
     return True
 
 
+def timed(seeds: list[int], overrides: list[str]) -> None:
+    """The timed arm block by block: every optimizer of a seed, dense then with exact sparse
+    rows, back to back (conf/experiment/timed.yaml)."""
+    for seed in seeds:
+        _sweep(["experiment=timed", f"seed={seed}", *overrides])
+        _sweep([
+            "experiment=timed", f"seed={seed}", "sparse_rows=true",
+            "optimizer=" + ",".join(sparse_rows_grid()), *overrides,
+        ])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--selection-threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="timed arm")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -66,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     for arm in ("tuned_lr", "no_dropout"):
         if arm in stages:
             _sweep([f"experiment={arm}", *args.overrides])
+    if "timed" in stages:
+        timed(args.seeds, args.overrides)
     if "report" in stages:
         command = [sys.executable, "-m", "sm3repro.report", "--results", str(args.results),
                    "--experiment", "paper"]  # fmt: skip

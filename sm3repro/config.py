@@ -112,6 +112,9 @@ class RunConfig:
     # time axis of time-to-target); every step's time split into phases (step_timing).
     dev_evals_per_epoch: int = 10
     time_phases: bool = True
+    # The timed arm a run belongs to (experiment=timed: "timed"); part of the run id when set,
+    # so a timed rerun of a cell is its own record beside the arm whose config it repeats.
+    timing_arm: str | None = None
 
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
