@@ -1,0 +1,118 @@
+"""The report's time-to-target section: the ladder of targets, the table of times with ratios
+to Adam, and the figure of dev macro LAS against training seconds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sm3repro.report import optimizers
+from sm3repro.report import time_to_target as ttt
+from sm3repro.report.figures import _save
+from sm3repro.report.intervals import ALPHA, EQUIVALENCE_MARGIN
+
+FIGURE = "fig_time_to_quality"
+GRID_POINTS = 60
+
+
+def plot_time_to_quality(points: pd.DataFrame, ladder: pd.DataFrame, path_stem: Path) -> None:
+    """One panel per (protocol, batch): each optimizer's seed-mean dev LAS on a common time grid
+    (each seed's curve interpolated, up to the shortest run), a ±std band, the targets dashed."""
+    panels = sorted(points.groupby(["protocol", "batch_size"]).groups)
+    cols = 2
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.5 * cols, 3.6 * rows))
+    for k, (protocol, batch) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        panel = points[(points["protocol"] == protocol) & (points["batch_size"] == batch)]
+        for variant in _ordered(panel["variant"].unique()):
+            runs = [c.sort_values("train_s") for _, c in panel[panel["variant"] == variant]
+                    .groupby("run_id")]  # fmt: skip
+            # from the latest first point to the earliest last one: every seed has a value
+            start = max(c["train_s"].iloc[0] for c in runs)
+            grid = np.linspace(start, min(c["train_s"].iloc[-1] for c in runs), GRID_POINTS)
+            ys = np.array([np.interp(grid, c["train_s"], c["dev_las_macro"]) for c in runs])
+            mean, std = ys.mean(axis=0), ys.std(axis=0)
+            style = optimizers.style(variant.removesuffix(ttt.SPARSE))
+            if variant.endswith(ttt.SPARSE):
+                style["linestyle"] = ":"
+            ax.plot(grid, mean, label=ttt.label(variant), **style)
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.15, color=style.get("color"))
+        for target in ladder[(ladder["protocol"] == protocol) & (ladder["batch_size"] == batch)][
+            "target"
+        ]:
+            ax.axhline(target, color="grey", linewidth=0.6, linestyle="--")
+        ax.set_ylim(0.5, 0.9)
+        ax.set_title(f"{protocol}, batch {batch}")
+        ax.set_xlabel("training seconds (dev evaluation excluded)")
+        ax.set_ylabel("dev LAS (macro)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Dev macro LAS against training time (seed mean ± std; dashed: the targets)")
+    fig.tight_layout()
+    _save(fig, path_stem)
+
+
+def _ordered(variants: list[str]) -> list[str]:
+    names = optimizers.ordered({v.removesuffix(ttt.SPARSE) for v in variants})
+    return [v for name in names for v in sorted(variants) if v.removesuffix(ttt.SPARSE) == name]
+
+
+def time_to_target_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
+    """The section's markdown, and its tables (targets, times per run, comparisons)."""
+    curves = ttt.load_curves(results_dir)
+    if curves.points.empty:
+        return "", {}
+    ladder = ttt.targets(curves.points)
+    times = ttt.times_to_target(curves.points, ladder)
+    compared = ttt.compare_to_reference(times)
+    plot_time_to_quality(curves.points, ladder, figures_dir / FIGURE)
+    resolution = curves.points.groupby("protocol")["resolution"].first()
+    lines = [
+        '## Time to target (AlgoPerf\'s "trains faster")',
+        "",
+        "Training seconds until dev macro LAS first reaches a target; dev evaluation is not "
+        "training time, and a run that never reaches it counts as ∞. The targets are fixed from "
+        f"the baselines ({', '.join(optimizers.label(b) for b in ttt.BASELINES)}) before SM3 is "
+        "looked at: per protocol and batch, the baseline with the highest median (over seeds) "
+        f"best dev LAS sets the level, and the ladder is {', '.join(f'{f:g}' for f in ttt.FRACTIONS)}"
+        " of it. Runs the timing verdicts do not trust are left out "
+        f"({curves.left_out}: contended, fewer threads than cores, or resumed across sittings). "
+        "Resolution: "
+        + "; ".join(
+            f"{p}: {'dev points within epochs' if r == 'within epochs' else 'one dev point per epoch'}"
+            for p, r in resolution.items()
+        )
+        + ".",
+        "",
+        f"Ratios are to Adam's time (geometric means) with a 95% t interval on log times "
+        f"(scipy.stats; paired by seed block in the timed arm, Welch's elsewhere): *faster* or "
+        f"*slower* when the interval excludes 1, *equivalent* when a TOST (statsmodels) puts the "
+        f"ratio within ±{EQUIVALENCE_MARGIN:.0%} at α = {ALPHA}, else *undecided*. A cell with "
+        "misses has no finite ratio; it is *slower* (or *faster*) only when all of its runs miss "
+        "and none of Adam's do (or the reverse).",
+        "",
+        f"![time to quality](figures/{FIGURE}.png)",
+        "",
+        _table(compared[compared["fraction"] == 0.95], "Time to 95% of the best baseline"),
+        "",
+        "Every rung of the ladder: `tables/time_to_target.csv`; per run: "
+        "`tables/time_to_target_runs.csv`; the targets: `tables/targets.csv`.",
+        "",
+    ]
+    return "\n".join(lines), {"targets": ladder, "time_to_target": compared,
+                              "time_to_target_runs": times}  # fmt: skip
+
+
+def _table(compared: pd.DataFrame, title: str) -> str:
+    shown = compared.assign(
+        median_s=compared["median_s"].map(lambda s: "∞" if math.isinf(s) else f"{s:.0f}"),
+        missed=compared["missed"].astype(str) + "/" + compared["n"].astype(str),
+    )[["protocol", "batch_size", "optimizer", "missed", "median_s", "ratio_to_adam",
+       "verdict_vs_adam"]]  # fmt: skip
+    shown.columns = ["Protocol", "Batch", "Optimizer", "Missed", "Median s", "× Adam [95% CI]",
+                     "vs Adam"]  # fmt: skip
+    return f"**{title}**\n\n" + shown.to_markdown(index=False)
