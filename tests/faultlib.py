@@ -46,7 +46,10 @@ TRAIN = [
 GRID = ["optimizer=sgd,sm3_ii"]  # the reference sweep: two runs
 SWEEP = ["-m", *GRID, *TRAIN]
 EPOCH_LINE = re.compile(r"run (\S+) epoch (\d+)/(\d+):")
-TIMING_KEYS = ("time", "cpu", "rss", "per_s", "steal", "contended")  # differ between equal runs
+# differ between equal runs: timings, and the per-step phase and training-second figures
+TIMING_KEYS = ("time", "cpu", "rss", "per_s", "steal", "contended", "phases", "train_s")
+# rows that are measurements of the host, one pair per sitting (a resumed run has more)
+HOST_ROWS = ("calibration",)
 
 
 # -- outcomes --------------------------------------------------------------------------------
@@ -364,7 +367,11 @@ def fingerprint(results: Path, run_id: str) -> str | None:
         k: summary.get(k) for k in ("status", "reason", "epochs_completed", "final", "best_dev")
     }
     return json.dumps(
-        {"summary": core, "metrics": [_strip_timing(r) for r in rows]}, sort_keys=True
+        {
+            "summary": core,
+            "metrics": [_strip_timing(r) for r in rows if r.get("kind") not in HOST_ROWS],
+        },
+        sort_keys=True,
     )
 
 

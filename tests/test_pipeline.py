@@ -29,9 +29,9 @@ def _comparable(summary: dict) -> dict:
     return {k: summary[k] for k in ("status", "final", "best_dev", "epochs_completed")}
 
 
-def _epoch_rows(run_dir: Path) -> list[dict]:
+def _epoch_rows(run_dir: Path, kind: str = "epoch") -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == "epoch"]
+    return [r for r in rows if r["kind"] == kind]
 
 
 def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_path, ewt_dir):
@@ -55,7 +55,7 @@ def test_smoke_multirun_writes_complete_records_and_wandb_runs(run_harness, tmp_
         assert summary["optimizer_impl"]
         assert (run_dir / "config.yaml").read_text().count("optimizer:") == 1
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        assert {r["kind"] for r in rows} == {"step", "epoch"}
+        assert {r["kind"] for r in rows} == {"step", "epoch", "dev", "calibration"}
         epoch = _epoch_rows(run_dir)[0]
         assert {"train_loss", "train_accuracy", "dev_las_micro", "dev_uas_macro", "epoch_time_s",
                 "examples_per_s", "cpu_percent"} <= set(epoch)  # fmt: skip
@@ -128,12 +128,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(run_harness, tmp_path, e
     run_harness(*args, env=reference_env)
     reference = read_records(tmp_path / "reference")[run_id]
     assert _comparable(resumed) == _comparable(reference)
-    timing = ("time", "cpu", "rss", "per_s", "steal", "contended")  # differ between equal runs
+    # differ between equal runs
+    timing = ("time", "cpu", "rss", "per_s", "steal", "contended", "phases", "train_s")
     strip = lambda rows: [{k: v for k, v in r.items() if not any(t in k for t in timing)}  # noqa: E731
                           for r in rows]  # fmt: skip
-    assert strip(_epoch_rows(run_dir)) == strip(
-        _epoch_rows(tmp_path / "reference" / "runs" / run_id)
-    )
+    for kind in ("epoch", "dev"):  # the epochs, and the dev points within them
+        assert strip(_epoch_rows(run_dir, kind)) == strip(
+            _epoch_rows(tmp_path / "reference" / "runs" / run_id, kind)
+        )
 
 
 def test_divergence_is_recorded_and_the_sweep_carries_on(run_harness, tmp_path, ewt_dir):
