@@ -16,8 +16,8 @@ from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves
 from sm3repro.report.memory_section import memory_section
 from sm3repro.report.runs import load_runs
+from sm3repro.report.speed_section import speed_section
 from sm3repro.report.tables import aggregate, table1, table2, table3
-from sm3repro.report.time_to_target_section import time_to_target_section
 from sm3repro.report.timing import uncontended
 
 # figure file stem -> (metric column -> axis label, title)
@@ -92,7 +92,7 @@ def build_report(
     shown = {name: df for name, (df, _) in displays.items()}
     markdown = render.render_markdown(loaded, tables, shown, figures, sections)
     if sections is not None:  # the study protocol's report: time to target in every protocol
-        ttt_markdown, ttt_tables = time_to_target_section(results_dir, out_dir / "figures")
+        ttt_markdown, ttt_tables = speed_section(results_dir, out_dir / "figures")
         markdown = markdown.rstrip("\n") + "\n\n" + ttt_markdown
         for name, df in ttt_tables.items():
             atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))

@@ -29,18 +29,41 @@ BASELINES = ("sgd", "adagrad", "adam")
 REFERENCE = "adam"  # ratios are to Adam's time, as the study's claim 3 reads
 # protocol label -> experiment names whose records it reads (the timed arm is its own protocol:
 # its runs are interleaved by seed block, so its comparisons pair by seed)
-PROTOCOLS = {"study": ("paper",), "tuned lr": ("tuned_lr",), "no dropout": ("no_dropout",),
-             "timed (tuned lr)": ("timed",)}  # fmt: skip
+# The study's fastest_exact runs (sparse rows) belong to its protocol, though recorded days
+# after its dense runs: their comparisons are unpaired, across sittings.
+PROTOCOLS = {"study": ("paper", "fastest_exact"), "tuned lr": ("tuned_lr",),
+             "no dropout": ("no_dropout",), "timed (tuned lr)": ("timed",)}  # fmt: skip
 PAIRED = {"timed (tuned lr)"}
 SPARSE = " (sparse rows)"
 
 
 @dataclass(frozen=True)
 class Curves:
-    """Every trusted run's dev curve: one row per point (run, train_s, dev_las_macro)."""
+    """Every trusted run's dev curve (one row per point) and its whole-run timing figures."""
 
     points: pd.DataFrame  # protocol, variant, batch_size, seed, run_id, resolution, train_s, las
+    runs: pd.DataFrame  # protocol, variant, batch_size, seed, run_id, and RUN_FIGURES
     left_out: int  # completed runs of the protocols not timed (contended, fewer threads, resumed)
+
+
+# Whole-run figures the speed and CPU tiers read: runtime and CPU cost at fixed epochs, and the
+# optimizer step's own cost (runs with phase timing only; NaN before it).
+RUN_FIGURES = ("runtime_s", "cpu_s", "cpu_s_per_1k", "optimizer_ms_per_step",
+               "optimizer_cpu_s_per_1k", "optimizer_overhead", "max_saving_from_optimizer")  # fmt: skip
+
+
+def _figures(summary: RunSummary) -> tuple[float, ...]:
+    r, cost, nan = summary.resources, summary.step_cost, float("nan")
+    assert r is not None
+    step = (
+        (cost.optimizer_ms_per_step, cost.optimizer_cpu_s_per_1k_examples,
+         cost.optimizer_overhead, cost.max_saving_from_optimizer)
+        if cost is not None else (nan, nan, nan, nan)
+    )  # fmt: skip
+    per_1k = r.cpu_s_per_1k_examples
+    if per_1k is None:  # older records: the training loop's CPU seconds over the examples
+        per_1k = 1000 * r.cpu_s / (summary.data["train_examples"] * summary.epochs_completed)
+    return (r.runtime_s, r.cpu_s, per_1k, *step)
 
 
 def _variant(summary: RunSummary) -> str:
@@ -68,7 +91,7 @@ def _points(run_dir: Path) -> tuple[str, list[tuple[float, float]]]:
 def load_curves(results_dir: Path) -> Curves:
     """The dev curves of the protocols' completed, trusted runs under ``results_dir/runs``."""
     protocol_of = {e: p for p, experiments in PROTOCOLS.items() for e in experiments}
-    rows, left_out = [], 0
+    rows, runs, left_out = [], [], 0
     for path in sorted((Path(results_dir) / "runs").glob("*/summary.json")):
         summary = RunSummary.from_dict(json.loads(path.read_text()))
         protocol = protocol_of.get(summary.experiment)
@@ -80,9 +103,10 @@ def load_curves(results_dir: Path) -> Curves:
         resolution, points = _points(path.parent)
         key = (protocol, _variant(summary), summary.batch_size, summary.seed, summary.run_id)
         rows += [(*key, resolution, s, las) for s, las in points]
-    columns = ["protocol", "variant", "batch_size", "seed", "run_id", "resolution", "train_s",
-               "dev_las_macro"]  # fmt: skip
-    return Curves(pd.DataFrame(rows, columns=columns), left_out)
+        runs.append((*key, *_figures(summary)))
+    keys = ["protocol", "variant", "batch_size", "seed", "run_id"]
+    points_df = pd.DataFrame(rows, columns=[*keys, "resolution", "train_s", "dev_las_macro"])
+    return Curves(points_df, pd.DataFrame(runs, columns=[*keys, *RUN_FIGURES]), left_out)
 
 
 def targets(points: pd.DataFrame, fractions: tuple[float, ...] = FRACTIONS) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""The report's time-to-target section: the ladder of targets, the table of times with ratios
-to Adam, and the figure of dev macro LAS against training seconds."""
+"""The report's speed and CPU section (claims 3 and 4): the tier x protocol matrix, time to
+target (the ladder of targets, times with ratios to Adam, the figure of dev macro LAS against
+training seconds), and where the interval rule and the old overlap rule disagree."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sm3repro.report import optimizers
+from sm3repro.report import optimizers, speed_claims
 from sm3repro.report import time_to_target as ttt
 from sm3repro.report.figures import _save
 from sm3repro.report.intervals import ALPHA, EQUIVALENCE_MARGIN
@@ -61,18 +62,36 @@ def _ordered(variants: list[str]) -> list[str]:
     return [v for name in names for v in sorted(variants) if v.removesuffix(ttt.SPARSE) == name]
 
 
-def time_to_target_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
-    """The section's markdown, and its tables (targets, times per run, comparisons)."""
+def speed_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
+    """The section's markdown, and its tables (tiers, evidence, targets, times)."""
     curves = ttt.load_curves(results_dir)
     if curves.points.empty:
         return "", {}
     ladder = ttt.targets(curves.points)
     times = ttt.times_to_target(curves.points, ladder)
     compared = ttt.compare_to_reference(times)
+    runs = speed_claims.run_table(curves, times)
+    found = speed_claims.comparisons(runs)
+    matrix = speed_claims.tier_matrix(found)
+    disagreements = speed_claims.old_rule_disagreements(runs, found)
     plot_time_to_quality(curves.points, ladder, figures_dir / FIGURE)
     resolution = curves.points.groupby("protocol")["resolution"].first()
     lines = [
-        '## Time to target (AlgoPerf\'s "trains faster")',
+        "## Claims 3 and 4 in tiers, with stated confidence",
+        "",
+        (speed_claims.__doc__ or "").split("\n\n", 1)[1].strip(),
+        "",
+        matrix.to_markdown(index=False),
+        "",
+        "Every comparison behind it (ratio of SM3-II's figure to the other's, 95% interval): "
+        "`tables/speed_tier_evidence.csv`. Where the old rule (seed mean ± std spreads must not "
+        "overlap) and the interval rule disagree on a fixed-epoch comparison:",
+        "",
+        disagreements.to_markdown(index=False)
+        if not disagreements.empty
+        else "*none*: both rules leave the same comparisons undecided and decide the rest alike.",
+        "",
+        '### Time to target (AlgoPerf\'s "trains faster")',
         "",
         "Training seconds until dev macro LAS first reaches a target; dev evaluation is not "
         "training time, and a run that never reaches it counts as ∞. The targets are fixed from "
@@ -103,8 +122,10 @@ def time_to_target_section(results_dir: Path, figures_dir: Path) -> tuple[str, d
         "`tables/time_to_target_runs.csv`; the targets: `tables/targets.csv`.",
         "",
     ]
-    return "\n".join(lines), {"targets": ladder, "time_to_target": compared,
-                              "time_to_target_runs": times}  # fmt: skip
+    tables = {"speed_tiers": matrix, "speed_tier_evidence": speed_claims.evidence(found),
+              "speed_rule_disagreements": disagreements, "targets": ladder,
+              "time_to_target": compared, "time_to_target_runs": times}  # fmt: skip
+    return "\n".join(lines), tables
 
 
 def _table(compared: pd.DataFrame, title: str) -> str:

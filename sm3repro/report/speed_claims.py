@@ -1,0 +1,188 @@
+"""Claims 3 (speed) and 4 (CPU) in tiers, each judged by its own rule under every protocol.
+
+Tiers, each a quantity per run (lower is better) for claim 3 and for claim 4:
+
+* *fixed epochs*: the training loop's runtime over the protocol's epochs, and its CPU-seconds
+  per 1,000 training examples (what the report judged before);
+* *time to target*: training seconds until dev macro LAS reaches 95% of the best baseline's
+  level (time_to_target.py), and the CPU-seconds spent until then (the run's CPU rate times it);
+* *optimizer step*: the step's own milliseconds and CPU-seconds per 1,000 examples, measured
+  inside the run (phase timing, runs since issue 24); the overhead relative to forward+backward
+  and the largest whole-run saving it allows are shown beside it.
+
+Every comparison is SM3-II against Adam, Adagrad and SGD at each batch size, as a ratio with a
+95% interval (intervals.py). SM3-II runs twice where the protocol has both: dense, and at its
+fastest exact implementation (sparse word rows) against the others at theirs (SGD's sparse rows
+where recorded, Adam's and Adagrad's dense step). Claim 3 *holds* in a tier when SM3-II is
+faster than Adam and Adagrad and equivalent to SGD at both batch sizes, *does not hold* when it
+is decidedly slower than Adam or Adagrad, or decidedly outside ±10% of SGD, at either; claim 4
+likewise with "uses less CPU than Adam and Adagrad". Otherwise *inconclusive*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sm3repro.report import time_to_target as ttt
+from sm3repro.report.intervals import ALPHA, EQUIVALENCE_MARGIN, Ratio, ratio_interval
+from sm3repro.report.judge import Stat, compare
+
+SUBJECT = "sm3_ii"
+FASTEST_EXACT = "fastest exact"
+TARGET_FRACTION = 0.95
+# tier -> (claim 3's column, claim 4's column)
+TIERS = {
+    "fixed epochs": ("runtime_s", "cpu_s_per_1k"),
+    "time to target": ("ttt_s", "cpu_s_to_target"),
+    "optimizer step": ("optimizer_ms_per_step", "optimizer_cpu_s_per_1k"),
+}
+COMPARATORS = {3: ("adam", "adagrad", "sgd"), 4: ("adam", "adagrad")}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    claim: int
+    tier: str
+    protocol: str
+    implementation: str  # "dense" or FASTEST_EXACT
+    batch_size: int
+    other: str
+    ratio: Ratio
+
+    @property
+    def part(self) -> bool | None:
+        """Whether this comparison supports the claim (None: undecided)."""
+        ratio, verdict = self.ratio, self.ratio.verdict
+        if self.other == "sgd":  # "about as fast as SGD": equivalence, faster or slower alike
+            if ratio.equivalence_p < ALPHA:
+                return True
+            if ratio.misses_a or ratio.misses_b:  # one side always misses, the other never
+                return False if verdict in ("faster", "slower") else None
+            margin = 1 + EQUIVALENCE_MARGIN
+            return False if ratio.high < 1 / margin or ratio.low > margin else None
+        return {"faster": True, "slower": False}.get(verdict)
+
+
+def run_table(curves: ttt.Curves, times: pd.DataFrame) -> pd.DataFrame:
+    """One row per trusted run: every tier's quantities."""
+    at = times[times["fraction"] == TARGET_FRACTION].set_index("run_id")["seconds"]
+    runs = curves.runs.copy()
+    runs["ttt_s"] = runs["run_id"].map(at)
+    runs["cpu_s_to_target"] = runs["ttt_s"] * runs["cpu_s"] / runs["runtime_s"]
+    return runs
+
+
+def _variant(name: str, implementation: str, protocol_runs: pd.DataFrame) -> str:
+    """The variant of ``name`` that stands for it at ``implementation``."""
+    if implementation == FASTEST_EXACT and name in (SUBJECT, "sgd"):
+        sparse = name + ttt.SPARSE
+        if (protocol_runs["variant"] == sparse).any():
+            return sparse
+    return name
+
+
+def comparisons(runs: pd.DataFrame) -> list[Comparison]:
+    """Every (claim, tier, protocol, implementation, batch, other) comparison with data."""
+    out = []
+    for protocol, in_protocol in runs.groupby("protocol"):
+        implementations = ["dense"]
+        if (in_protocol["variant"] == SUBJECT + ttt.SPARSE).any():
+            implementations.append(FASTEST_EXACT)
+        paired = protocol in ttt.PAIRED
+        for (batch, implementation, tier) in [(b, i, t) for b in sorted(in_protocol["batch_size"].unique())
+                                              for i in implementations for t in TIERS]:  # fmt: skip
+            cell = in_protocol[in_protocol["batch_size"] == batch]
+            for claim, column in zip((3, 4), TIERS[tier], strict=True):
+                mine = _series(cell, _variant(SUBJECT, implementation, in_protocol), column)
+                for other in COMPARATORS[claim]:
+                    theirs = _series(cell, _variant(other, implementation, in_protocol), column)
+                    if mine.empty or theirs.empty:
+                        continue
+                    if paired:
+                        seeds = mine.index.intersection(theirs.index)
+                        mine_p, theirs_p = mine[seeds], theirs[seeds]
+                        ratio = ratio_interval(mine_p.to_list(), theirs_p.to_list(), paired=True)
+                    else:
+                        ratio = ratio_interval(mine.to_list(), theirs.to_list(), paired=False)
+                    out.append(Comparison(claim, tier, protocol, implementation, int(batch),
+                                          other, ratio))  # fmt: skip
+    return out
+
+
+def _series(cell: pd.DataFrame, variant: str, column: str) -> pd.Series:
+    values = cell[cell["variant"] == variant].set_index("seed")[column]
+    return values[values.notna()]
+
+
+def verdict(parts: list[bool | None]) -> str:
+    if not parts:
+        return "no data"
+    if any(p is False for p in parts):
+        return "does not hold"
+    return "holds" if all(parts) else "inconclusive"
+
+
+def tier_matrix(found: list[Comparison]) -> pd.DataFrame:
+    """Claim x tier (x implementation) rows, one verdict column per protocol."""
+    keys = sorted({(c.claim, c.tier, c.implementation) for c in found},
+                  key=lambda k: (k[0], list(TIERS).index(k[1]), k[2] != "dense"))  # fmt: skip
+    protocols = [p for p in ttt.PROTOCOLS if any(c.protocol == p for c in found)]
+    rows = []
+    for claim, tier, implementation in keys:
+        row = {"claim": claim, "tier": tier, "implementation": implementation}
+        for protocol in protocols:
+            parts = [c.part for c in found if (c.claim, c.tier, c.implementation, c.protocol)
+                     == (claim, tier, implementation, protocol)]  # fmt: skip
+            row[protocol] = verdict(parts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evidence(found: list[Comparison]) -> pd.DataFrame:
+    """Every comparison: its ratio with interval, verdict and what it says for the claim."""
+    return pd.DataFrame([{
+        "claim": c.claim, "tier": c.tier, "protocol": c.protocol,
+        "implementation": c.implementation, "batch_size": c.batch_size,
+        "vs": ttt.label(c.other), "ratio [95% CI]": c.ratio.text(), "verdict": c.ratio.verdict,
+        "supports claim": {True: "yes", False: "no", None: "undecided"}[c.part],
+        "n": f"{c.ratio.n_a} vs {c.ratio.n_b}" + (" paired" if c.ratio.paired else ""),
+    } for c in found])  # fmt: skip
+
+
+def old_rule_disagreements(runs: pd.DataFrame, found: list[Comparison]) -> pd.DataFrame:
+    """Fixed-epoch comparisons where the old rule (seed spreads overlap: undecided) and the
+    interval rule say different things about "SM3-II below the other"."""
+    rows = []
+    for c in found:
+        if c.tier != "fixed epochs" or c.other == "sgd":
+            continue
+        column = TIERS[c.tier][0 if c.claim == 3 else 1]
+        in_protocol = runs[(runs["protocol"] == c.protocol) & (runs["batch_size"] == c.batch_size)]
+        a = _series(
+            in_protocol,
+            _variant(SUBJECT, c.implementation, runs[runs["protocol"] == c.protocol]),
+            column,
+        )
+        b = _series(
+            in_protocol,
+            _variant(c.other, c.implementation, runs[runs["protocol"] == c.protocol]),
+            column,
+        )
+        old = compare("<", _stat(a), _stat(b))
+        if old != c.part:
+            mark = {True: "yes", False: "no", None: "undecided"}
+            rows.append({"claim": c.claim, "protocol": c.protocol,
+                         "implementation": c.implementation, "batch_size": c.batch_size,
+                         "vs": ttt.label(c.other), "old rule (spreads)": mark[old],
+                         "interval rule": mark[c.part], "ratio [95% CI]": c.ratio.text()})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _stat(values: pd.Series) -> Stat:
+    finite = values[np.isfinite(values)]
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    return Stat(float(finite.mean()) if len(finite) else math.nan, std, len(finite))
