@@ -14,7 +14,7 @@ DATA_SOURCE = $(if $(DATA_MIRROR),--mirror $(DATA_MIRROR)) $(if $(EWT_BASE_URL),
 TORCH_INDEX ?=
 ARGS     ?=
 
-.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory arms fastest-exact mutation clean
+.PHONY: install data test test-fast lint reproduce reproduce-smoke sweep sweep-smoke report tune bench fault-suite memory arms timed decide fastest-exact mutation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,7 @@ bench: $(PY)
 	$(PY) scripts/bench_parser.py
 	$(PY) scripts/bench_optim.py
 	$(PY) scripts/bench_epoch.py
+	$(PY) scripts/bench_phase_timing.py
 
 # Claim 3's second tier (timed: the machine alone): SM3-II, SM3-I and SGD rerun with sparse word
 # rows, seeds 0-2 (18 runs); the report then judges claim 3 in both tiers. Resumable.
@@ -84,6 +85,18 @@ fault-suite: $(PY)
 # Resumable like reproduce: rerun it and it goes on where it stopped.
 arms: data
 	$(PY) scripts/run_arms.py $(ARGS)
+
+# The timed arm (claims 3 and 4 in tiers; the machine alone, ~50 min per seed block on 2 cores):
+# the tuned-lr grid plus SM3-II, SM3-I and SGD with sparse rows, seed block by seed block, with
+# dev points within epochs, phase timing and host calibration. Resumable.
+timed: data
+	$(PY) scripts/run_arms.py --stage timed $(ARGS)
+
+# Seeds where the timed arm's comparisons stay undecided, in groups of 3 up to 9 per cell, each
+# look at its share of alpha; then the report. Resumable.
+decide: data
+	$(PY) scripts/decide.py $(ARGS)
+	$(PY) -m sm3repro.report --results results --experiment paper
 
 # The memory arm (16 CPU-minutes measured here, 2 threads per run): optimizer memory and step
 # time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,

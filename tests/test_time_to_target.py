@@ -142,3 +142,48 @@ def test_the_timed_arm_pairs_by_seed_and_keeps_sparse_rows_apart(tmp_path: Path)
     assert compared.loc["SM3-II (sparse rows)", "ratio_to_adam"] == "2.00 [2.00, 2.00]"
     assert compared.loc["SM3-II", "verdict_vs_adam"] == "slower"
     assert compared.loc["Adagrad", "verdict_vs_adam"] == "equivalent"
+
+
+# -- adding seeds where undecided ------------------------------------------------------------
+def test_spent_alpha_splits_alpha_over_the_looks() -> None:
+    from sm3repro.report.intervals import ALPHA, SEED_CAP, SEED_GROUP, spent_alpha
+
+    looks = [spent_alpha(n) for n in range(SEED_GROUP, SEED_CAP + 1, SEED_GROUP)]
+    assert sum(looks) == pytest.approx(ALPHA) and looks == sorted(looks, reverse=True)
+    assert spent_alpha(1) == spent_alpha(SEED_GROUP) and spent_alpha(50) == looks[-1]
+
+
+def load_decide():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "decide.py"
+    spec = importlib.util.spec_from_file_location("decide", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decide_grows_only_the_undecided_cells_with_the_next_seed_group(tmp_path, capsys):
+    decide = load_decide()
+    assert decide.main(["--results", str(tmp_path), "--dry-run"]) == 1  # no timed arm yet
+    noisy = {0: 1.0, 1: 1.6, 2: 0.7}
+    for seed in (0, 1, 2):
+        write_curve_run(tmp_path, "adam", 64, seed, RISING, experiment="timed")
+        write_curve_run(tmp_path, "adagrad", 64, seed, RISING, experiment="timed")
+        write_curve_run(tmp_path, "sgd", 64, seed, RISING, experiment="timed")
+        # SM3-II's times scattered around Adam's: its comparisons stay undecided
+        curve = [(s * noisy[seed], las) for s, las in RISING]
+        write_curve_run(tmp_path, "sm3_ii", 64, seed, curve, experiment="timed")
+    runs, found = decide.timed_runs(tmp_path)
+    grow = decide.cells_to_grow(runs, found)
+    assert (
+        set(grow) == {64}
+        and "sm3_ii" in grow[64]
+        and grow[64] <= {"sm3_ii", "adam", "adagrad", "sgd"}
+    )
+    assert decide.main(["--results", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    sweeps = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert [s.split("seed=")[1].split()[0] for s in sweeps] == ["3", "4", "5"]  # the next group
+    assert all("experiment=timed" in s and "batch_size=64" in s for s in sweeps)

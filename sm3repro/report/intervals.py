@@ -39,6 +39,7 @@ class Ratio:
     misses_b: int
     paired: bool
     equivalence_p: float  # TOST p-value for |log ratio| <= log(1 + EQUIVALENCE_MARGIN); nan if n/a
+    alpha: float = ALPHA  # the interval is 1 - alpha; TOST decides at alpha
 
     @property
     def verdict(self) -> str:
@@ -53,7 +54,7 @@ class Ratio:
             return "faster"
         if self.low > 1:
             return "slower"
-        return "equivalent" if self.equivalence_p < ALPHA else "undecided"
+        return "equivalent" if self.equivalence_p < self.alpha else "undecided"
 
     def text(self) -> str:
         """``0.82 [0.74, 0.91]`` (or the misses when there is no finite ratio)."""
@@ -75,7 +76,7 @@ def ratio_interval(
     misses_a, misses_b = int(np.isinf(a_arr).sum()), int(np.isinf(b_arr).sum())
     nan = float("nan")
     base = dict(n_a=len(a_arr), n_b=len(b_arr), misses_a=misses_a, misses_b=misses_b,
-                paired=paired)  # fmt: skip
+                paired=paired, alpha=alpha)  # fmt: skip
     if misses_a or misses_b or not len(a_arr) or not len(b_arr):
         return Ratio(ratio=math.inf if misses_a else nan, low=nan, high=nan, equivalence_p=nan,
                      **base)  # fmt: skip
@@ -97,3 +98,20 @@ def ratio_interval(
         low, high = math.exp(ci.low), math.exp(ci.high)
         p_equal = float(ttost_ind(la, lb, -bound, bound, usevar="unequal")[0])
     return Ratio(ratio=ratio, low=low, high=high, equivalence_p=p_equal, **base)
+
+
+# -- adding seeds where undecided (scripts/decide.py) ------------------------------------------
+SEED_GROUP = 3  # seeds added per look
+SEED_CAP = 9  # seeds per cell at most: looks at 3, 6 and 9 seeds
+
+
+def spent_alpha(n_seeds: int, alpha: float = ALPHA) -> float:
+    """The level at which a comparison of ``n_seeds`` paired seeds decides, so that looking
+    again after each group of SEED_GROUP added seeds keeps the overall false-positive rate at
+    ``alpha``: Lan-DeMets' Pocock-type spending ``alpha * ln(1 + (e - 1) t)``, t = n / SEED_CAP;
+    each look gets the increment since the previous one (a Bonferroni split over the looks,
+    valid whatever the correlation between them)."""
+    look = max(1, math.ceil(min(n_seeds, SEED_CAP) / SEED_GROUP))
+    spend = [alpha * math.log1p((math.e - 1) * min(1.0, k * SEED_GROUP / SEED_CAP))
+             for k in (look - 1, look)]  # fmt: skip
+    return spend[1] - spend[0]

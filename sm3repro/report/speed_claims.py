@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sm3repro.report import time_to_target as ttt
-from sm3repro.report.intervals import ALPHA, EQUIVALENCE_MARGIN, Ratio, ratio_interval
+from sm3repro.report.intervals import EQUIVALENCE_MARGIN, Ratio, ratio_interval, spent_alpha
 from sm3repro.report.judge import Stat, compare
 
 SUBJECT = "sm3_ii"
@@ -58,7 +58,7 @@ class Comparison:
         """Whether this comparison supports the claim (None: undecided)."""
         ratio, verdict = self.ratio, self.ratio.verdict
         if self.other == "sgd":  # "about as fast as SGD": equivalence, faster or slower alike
-            if ratio.equivalence_p < ALPHA:
+            if ratio.equivalence_p < ratio.alpha:
                 return True
             if ratio.misses_a or ratio.misses_b:  # one side always misses, the other never
                 return False if verdict in ("faster", "slower") else None
@@ -105,7 +105,10 @@ def comparisons(runs: pd.DataFrame) -> list[Comparison]:
                     if paired:
                         seeds = mine.index.intersection(theirs.index)
                         mine_p, theirs_p = mine[seeds], theirs[seeds]
-                        ratio = ratio_interval(mine_p.to_list(), theirs_p.to_list(), paired=True)
+                        # interleaved blocks may grow by seed groups (scripts/decide.py):
+                        # each look decides at its share of alpha
+                        ratio = ratio_interval(mine_p.to_list(), theirs_p.to_list(), paired=True,
+                                               alpha=spent_alpha(len(seeds)))  # fmt: skip
                     else:
                         ratio = ratio_interval(mine.to_list(), theirs.to_list(), paired=False)
                     out.append(Comparison(claim, tier, protocol, implementation, int(batch),

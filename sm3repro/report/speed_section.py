@@ -14,7 +14,13 @@ from matplotlib.figure import Figure
 from sm3repro.report import optimizers, speed_claims
 from sm3repro.report import time_to_target as ttt
 from sm3repro.report.figures import _save
-from sm3repro.report.intervals import ALPHA, EQUIVALENCE_MARGIN
+from sm3repro.report.intervals import (
+    ALPHA,
+    EQUIVALENCE_MARGIN,
+    SEED_CAP,
+    SEED_GROUP,
+    spent_alpha,
+)
 
 FIGURE = "fig_time_to_quality"
 GRID_POINTS = 60
@@ -110,7 +116,12 @@ def speed_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
         f"Ratios are to Adam's time (geometric means) with a 95% t interval on log times "
         f"(scipy.stats; paired by seed block in the timed arm, Welch's elsewhere): *faster* or "
         f"*slower* when the interval excludes 1, *equivalent* when a TOST (statsmodels) puts the "
-        f"ratio within ±{EQUIVALENCE_MARGIN:.0%} at α = {ALPHA}, else *undecided*. A cell with "
+        f"ratio within ±{EQUIVALENCE_MARGIN:.0%} at α = {ALPHA}, else *undecided*. In the timed "
+        f"arm, which `make decide` may grow by groups of {SEED_GROUP} seeds up to {SEED_CAP}, each "
+        f"look decides at its share of α (Pocock-type alpha spending: "
+        f"{', '.join(f'{spent_alpha(n):.4f}' for n in range(SEED_GROUP, SEED_CAP + 1, SEED_GROUP))}"
+        f" at {', '.join(str(n) for n in range(SEED_GROUP, SEED_CAP + 1, SEED_GROUP))} seeds), "
+        "and its intervals are at that level. A cell with "
         "misses has no finite ratio; it is *slower* (or *faster*) only when all of its runs miss "
         "and none of Adam's do (or the reverse).",
         "",

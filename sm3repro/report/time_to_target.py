@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sm3repro.report import optimizers
-from sm3repro.report.intervals import Ratio, ratio_interval
+from sm3repro.report.intervals import ALPHA, Ratio, ratio_interval, spent_alpha
 from sm3repro.run_record import DevPoint, EpochRow, RunSummary, Status, metrics_row
 
 FRACTIONS = (0.90, 0.95, 0.975, 0.99)
@@ -156,7 +156,8 @@ def compare_to_reference(times: pd.DataFrame) -> pd.DataFrame:
                 paired = protocol in PAIRED
                 seeds = own.index.intersection(reference.index) if paired else None
                 a, b = (own[seeds], reference[seeds]) if paired else (own, reference)
-                ratio = ratio_interval(a.to_list(), b.to_list(), paired=paired)
+                alpha = spent_alpha(len(a)) if paired else ALPHA  # see speed_claims
+                ratio = ratio_interval(a.to_list(), b.to_list(), paired=paired, alpha=alpha)
             rows.append(_row(protocol, batch, fraction, variant, own, ratio))
     return pd.DataFrame(rows)
 
