@@ -24,6 +24,7 @@ def runs_table(rows: list[tuple], protocol: str = "timed (tuned lr)") -> pd.Data
             "cpu_s_per_1k": runtime, "ttt_s": to_target, "cpu_s_to_target": to_target,
             "optimizer_ms_per_step": step_ms, "optimizer_cpu_s_per_1k": step_ms,
             "optimizer_overhead": math.nan, "max_saving_from_optimizer": math.nan,
+            "host_ms": math.nan,
         })  # fmt: skip
     return pd.DataFrame(out)
 
@@ -111,3 +112,21 @@ def test_old_rule_disagreements_list_what_the_spreads_decided_and_the_interval_d
     assert sorted(listed["claim"]) == [3, 4]
     ratio = found[0].ratio
     assert ratio.low < 1 < ratio.high and ratio.ratio == pytest.approx(math.sqrt(80 * 84 / 9200))
+
+
+def test_the_host_calibration_explains_the_runtime_spread_it_caused() -> None:
+    rows = grid(sm3=80, adam=100, adagrad=100, sgd=80)
+    runs = runs_table(rows)
+    # the calibration saw each block's host speed (HOSTS), with 1% noise of its own
+    noise = {0: 1.0, 1: 1.01, 2: 0.995}
+    runs["host_ms"] = [10 * HOSTS[s] * noise[s] for s in runs["seed"]]
+    effect = sc.calibration_effect(runs).iloc[0]
+    assert effect["runs"] == len(runs) and effect["cells"] == 8  # 4 optimizers x 2 batches
+    assert effect["within-cell std of runtime (%)"] > 15  # hosts 0.8-1.3
+    assert effect["after normalising by the calibration (%)"] < 2
+    assert effect["variance explained (%)"] > 98
+    # a calibration blind to the host explains nothing
+    runs["host_ms"] = 10.0
+    assert sc.calibration_effect(runs).iloc[0]["variance explained (%)"] == 0
+    runs["host_ms"] = math.nan  # records from before calibration: nothing to say
+    assert sc.calibration_effect(runs).empty

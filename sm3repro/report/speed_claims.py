@@ -189,3 +189,31 @@ def _stat(values: pd.Series) -> Stat:
     finite = values[np.isfinite(values)]
     std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
     return Stat(float(finite.mean()) if len(finite) else math.nan, std, len(finite))
+
+
+def calibration_effect(runs: pd.DataFrame) -> pd.DataFrame:
+    """How much of the runtime spread between runs of one cell the host calibration explains,
+    per protocol: the within-cell std of log runtime before and after dividing by the run's
+    calibration (ms of the fixed forward+backward), and the share of within-cell variance
+    removed. Needs cells with two runs or more that were calibrated."""
+    timed = runs[runs["host_ms"].notna()].copy()
+    timed["log_runtime"] = np.log(timed["runtime_s"])
+    timed["log_normalised"] = timed["log_runtime"] - np.log(timed["host_ms"])
+    rows = []
+    for protocol, in_protocol in timed.groupby("protocol"):
+        cells = in_protocol.groupby(["variant", "batch_size"])
+        raw = cells["log_runtime"].transform(lambda x: x - x.mean())
+        normalised = cells["log_normalised"].transform(lambda x: x - x.mean())
+        sizes = cells["log_runtime"].transform("size")
+        keep = sizes >= 2
+        if not keep.any():
+            continue
+        var_raw, var_norm = float((raw[keep] ** 2).mean()), float((normalised[keep] ** 2).mean())
+        rows.append({
+            "protocol": protocol, "runs": int(keep.sum()),
+            "cells": int(in_protocol[keep].groupby(["variant", "batch_size"]).ngroups),
+            "within-cell std of runtime (%)": round(100 * math.sqrt(var_raw), 1),
+            "after normalising by the calibration (%)": round(100 * math.sqrt(var_norm), 1),
+            "variance explained (%)": round(100 * (1 - var_norm / var_raw), 1) if var_raw else None,
+        })  # fmt: skip
+    return pd.DataFrame(rows)

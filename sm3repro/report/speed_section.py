@@ -80,6 +80,7 @@ def speed_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
     found = speed_claims.comparisons(runs)
     matrix = speed_claims.tier_matrix(found)
     disagreements = speed_claims.old_rule_disagreements(runs, found)
+    effect = speed_claims.calibration_effect(runs)
     plot_time_to_quality(curves.points, ladder, figures_dir / FIGURE)
     resolution = curves.points.groupby("protocol")["resolution"].first()
     lines = [
@@ -96,6 +97,16 @@ def speed_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
         disagreements.to_markdown(index=False)
         if not disagreements.empty
         else "*none*: both rules leave the same comparisons undecided and decide the rest alike.",
+        "",
+        "### The host's speed",
+        "",
+        "Every run since the timed arm times a fixed forward+backward of the parser (no "
+        "optimizer) at the start and end of each sitting. How much of the runtime spread between "
+        "runs of one cell it explains:",
+        "",
+        effect.to_markdown(index=False)
+        if not effect.empty
+        else "*pending*: no cell has two calibrated runs yet (the timed arm's second seed block).",
         "",
         '### Time to target (AlgoPerf\'s "trains faster")',
         "",
@@ -134,7 +145,7 @@ def speed_section(results_dir: Path, figures_dir: Path) -> tuple[str, dict]:
         "",
     ]
     tables = {"speed_tiers": matrix, "speed_tier_evidence": speed_claims.evidence(found),
-              "speed_rule_disagreements": disagreements, "targets": ladder,
+              "speed_rule_disagreements": disagreements, "host_calibration": effect, "targets": ladder,
               "time_to_target": compared, "time_to_target_runs": times}  # fmt: skip
     return "\n".join(lines), tables
 

@@ -48,8 +48,16 @@ class Curves:
 
 # Whole-run figures the speed and CPU tiers read: runtime and CPU cost at fixed epochs, and the
 # optimizer step's own cost (runs with phase timing only; NaN before it).
-RUN_FIGURES = ("runtime_s", "cpu_s", "cpu_s_per_1k", "optimizer_ms_per_step",
-               "optimizer_cpu_s_per_1k", "optimizer_overhead", "max_saving_from_optimizer")  # fmt: skip
+RUN_FIGURES = (
+    "runtime_s",
+    "cpu_s",
+    "cpu_s_per_1k",
+    "optimizer_ms_per_step",
+    "optimizer_cpu_s_per_1k",
+    "optimizer_overhead",
+    "max_saving_from_optimizer",
+    "host_ms",
+)  # fmt: skip  (host_ms: the run's median host calibration)
 
 
 def _figures(summary: RunSummary) -> tuple[float, ...]:
@@ -63,7 +71,8 @@ def _figures(summary: RunSummary) -> tuple[float, ...]:
     per_1k = r.cpu_s_per_1k_examples
     if per_1k is None:  # older records: the training loop's CPU seconds over the examples
         per_1k = 1000 * r.cpu_s / (summary.data["train_examples"] * summary.epochs_completed)
-    return (r.runtime_s, r.cpu_s, per_1k, *step)
+    host = summary.host_speed.median_ms if summary.host_speed is not None else nan
+    return (r.runtime_s, r.cpu_s, per_1k, *step, host)
 
 
 def _variant(summary: RunSummary) -> str:
