@@ -187,3 +187,14 @@ def test_decide_grows_only_the_undecided_cells_with_the_next_seed_group(tmp_path
     sweeps = [line for line in out.splitlines() if line.startswith("+ ")]
     assert [s.split("seed=")[1].split()[0] for s in sweeps] == ["3", "4", "5"]  # the next group
     assert all("experiment=timed" in s and "batch_size=64" in s for s in sweeps)
+
+
+def test_damaged_records_are_skipped_not_fatal(tmp_path: Path) -> None:
+    good = write_curve_run(tmp_path, "adam", 64, 0, RISING)
+    truncated = write_curve_run(tmp_path, "adam", 64, 1, RISING)
+    (tmp_path / "runs" / truncated / "metrics.jsonl").write_text('{"kind": "epoch", "epo')
+    sparse = tmp_path / "runs" / "sparse-run"
+    sparse.mkdir()
+    (sparse / "summary.json").write_text('{"run_id": "sparse-run", "status": "completed"}')
+    curves = ttt.load_curves(tmp_path)
+    assert set(curves.points["run_id"]) == {good}

@@ -102,14 +102,17 @@ def load_curves(results_dir: Path) -> Curves:
     protocol_of = {e: p for p, experiments in PROTOCOLS.items() for e in experiments}
     rows, runs, left_out = [], [], 0
     for path in sorted((Path(results_dir) / "runs").glob("*/summary.json")):
-        summary = RunSummary.from_dict(json.loads(path.read_text()))
-        protocol = protocol_of.get(summary.experiment)
-        if protocol is None or summary.status != Status.COMPLETED:
+        try:  # a damaged record is the run reader's to list (runs.py); here it is skipped
+            summary = RunSummary.from_dict(json.loads(path.read_text()))
+            protocol = protocol_of.get(summary.experiment)
+            if protocol is None or summary.status != Status.COMPLETED:
+                continue
+            if not _trusted(summary):
+                left_out += 1
+                continue
+            resolution, points = _points(path.parent)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue
-        if not _trusted(summary):
-            left_out += 1
-            continue
-        resolution, points = _points(path.parent)
         key = (protocol, _variant(summary), summary.batch_size, summary.seed, summary.run_id)
         rows += [(*key, resolution, s, las) for s, las in points]
         runs.append((*key, *_figures(summary)))
