@@ -46,9 +46,9 @@ def cells_to_grow(runs, found) -> dict[int, set[str]]:
     for c in found:
         if c.part is not None or min(c.ratio.n_a, c.ratio.n_b) >= SEED_CAP:
             continue
-        for name in (speed_claims.SUBJECT, c.other):
-            in_protocol = runs[runs["protocol"] == PROTOCOL]
-            grow[c.batch_size].add(speed_claims._variant(name, c.implementation, in_protocol))
+        in_protocol = runs[runs["protocol"] == PROTOCOL]
+        grow[c.batch_size].add(speed_claims.subject_variant(c.implementation, in_protocol))
+        grow[c.batch_size].add(c.other_variant)
     return grow
 
 

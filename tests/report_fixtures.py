@@ -144,7 +144,8 @@ def make_run(
         run_id=run_id,
         status=Status.COMPLETED,
         optimizer=optimizer,
-        optimizer_impl=_impl(optimizer, sm3_kernel),
+        optimizer_impl=_impl(optimizer, sm3_kernel)
+        + ("; word embedding: sparse rows" if experiment == "fastest_exact" else ""),
         batch_size=batch_size,
         seed=seed,
         epochs=epochs,

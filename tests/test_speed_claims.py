@@ -87,7 +87,7 @@ def test_a_comparison_supports_the_claim_only_when_decided() -> None:
     def comparison(other: str, low: float, high: float, p: float = 1.0) -> sc.Comparison:
         ratio = Ratio(ratio=(low + high) / 2, low=low, high=high, n_a=3, n_b=3, misses_a=0,
                       misses_b=0, paired=True, equivalence_p=p)  # fmt: skip
-        return sc.Comparison(3, "fixed epochs", "study", "dense", 64, other, ratio)
+        return sc.Comparison(3, "fixed epochs", "study", "dense", 64, other, other, ratio)
 
     assert comparison("adam", 0.7, 0.9).part is True
     assert comparison("adam", 1.1, 1.3).part is False

@@ -77,25 +77,21 @@ def build_report(
     # (Imported here: it imports lr_selection, which `python -m` must find unimported.)
     from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
 
-    sections = None
+    sections = speed = None
     if loaded.experiment == PROTOCOLS[0].experiment:
-        from sm3repro.report.speed_tiers import claim3_tiers, tiers_markdown, tiers_table
-
         sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
-        tiers = claim3_tiers(results_dir, overrides)
-        sections.tables["claim3_tiers"] = tiers_table(tiers)
-        sections.claims_top += tiers_markdown(tiers)
+        speed = speed_section(results_dir, out_dir / "figures")  # claims 3 and 4 in tiers
+        if speed is not None:
+            sections.tables.update(speed.tables)
+            sections.claims_top += speed.summary
         for name, df in sections.tables.items():
             atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
 
     report = out_dir / "REPORT.md"
     shown = {name: df for name, (df, _) in displays.items()}
     markdown = render.render_markdown(loaded, tables, shown, figures, sections)
-    if sections is not None:  # the study protocol's report: time to target in every protocol
-        ttt_markdown, ttt_tables = speed_section(results_dir, out_dir / "figures")
-        markdown = markdown.rstrip("\n") + "\n\n" + ttt_markdown
-        for name, df in ttt_tables.items():
-            atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
+    if speed is not None:
+        markdown = markdown.rstrip("\n") + "\n\n" + speed.markdown
     if (results_dir / "memory").is_dir():  # the memory arm's records (make memory)
         markdown = (
             markdown.rstrip("\n")

@@ -50,7 +50,8 @@ class Comparison:
     protocol: str
     implementation: str  # "dense" or FASTEST_EXACT
     batch_size: int
-    other: str
+    other: str  # the optimizer compared with
+    other_variant: str  # the variant of it that stands in this implementation
     ratio: Ratio
 
     @property
@@ -85,6 +86,11 @@ def _variant(name: str, implementation: str, protocol_runs: pd.DataFrame) -> str
     return name
 
 
+def subject_variant(implementation: str, protocol_runs: pd.DataFrame) -> str:
+    """SM3-II's variant at ``implementation`` (dense, or its sparse rows)."""
+    return _variant(SUBJECT, implementation, protocol_runs)
+
+
 def comparisons(runs: pd.DataFrame) -> list[Comparison]:
     """Every (claim, tier, protocol, implementation, batch, other) comparison with data."""
     out = []
@@ -99,7 +105,8 @@ def comparisons(runs: pd.DataFrame) -> list[Comparison]:
             for claim, column in zip((3, 4), TIERS[tier], strict=True):
                 mine = _series(cell, _variant(SUBJECT, implementation, in_protocol), column)
                 for other in COMPARATORS[claim]:
-                    theirs = _series(cell, _variant(other, implementation, in_protocol), column)
+                    variant = _variant(other, implementation, in_protocol)
+                    theirs = _series(cell, variant, column)
                     if mine.empty or theirs.empty:
                         continue
                     if paired:
@@ -111,8 +118,8 @@ def comparisons(runs: pd.DataFrame) -> list[Comparison]:
                                                alpha=spent_alpha(len(seeds)))  # fmt: skip
                     else:
                         ratio = ratio_interval(mine.to_list(), theirs.to_list(), paired=False)
-                    out.append(Comparison(claim, tier, protocol, implementation, int(batch),
-                                          other, ratio))  # fmt: skip
+                    out.append(Comparison(claim, tier, protocol, implementation, int(batch), other, variant,
+                                          ratio))  # fmt: skip
     return out
 
 
@@ -150,7 +157,7 @@ def evidence(found: list[Comparison]) -> pd.DataFrame:
     return pd.DataFrame([{
         "claim": c.claim, "tier": c.tier, "protocol": c.protocol,
         "implementation": c.implementation, "batch_size": c.batch_size,
-        "vs": ttt.label(c.other), "ratio [95% CI]": c.ratio.text(), "verdict": c.ratio.verdict,
+        "vs": ttt.label(c.other_variant), "ratio [95% CI]": c.ratio.text(), "verdict": c.ratio.verdict,
         "supports claim": {True: "yes", False: "no", None: "undecided"}[c.part],
         "n": f"{c.ratio.n_a} vs {c.ratio.n_b}" + (" paired" if c.ratio.paired else ""),
     } for c in found])  # fmt: skip
@@ -180,7 +187,7 @@ def old_rule_disagreements(runs: pd.DataFrame, found: list[Comparison]) -> pd.Da
             mark = {True: "yes", False: "no", None: "undecided"}
             rows.append({"claim": c.claim, "protocol": c.protocol,
                          "implementation": c.implementation, "batch_size": c.batch_size,
-                         "vs": ttt.label(c.other), "old rule (spreads)": mark[old],
+                         "vs": ttt.label(c.other_variant), "old rule (spreads)": mark[old],
                          "interval rule": mark[c.part], "ratio [95% CI]": c.ratio.text()})  # fmt: skip
     return pd.DataFrame(rows)
 

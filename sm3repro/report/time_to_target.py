@@ -22,6 +22,7 @@ import pandas as pd
 
 from sm3repro.report import optimizers
 from sm3repro.report.intervals import ALPHA, Ratio, ratio_interval, spent_alpha
+from sm3repro.report.timing import sm3_ran_eager
 from sm3repro.run_record import DevPoint, EpochRow, RunSummary, Status, metrics_row
 
 FRACTIONS = (0.90, 0.95, 0.975, 0.99)
@@ -56,8 +57,9 @@ RUN_FIGURES = (
     "optimizer_cpu_s_per_1k",
     "optimizer_overhead",
     "max_saving_from_optimizer",
-    "host_ms",
-)  # fmt: skip  (host_ms: the run's median host calibration)
+    "host_ms",  # the run's median host calibration (ms)
+    "eager",  # an SM3 run on the eager path (report.timing.sm3_ran_eager)
+)
 
 
 def _figures(summary: RunSummary) -> tuple[float, ...]:
@@ -72,7 +74,7 @@ def _figures(summary: RunSummary) -> tuple[float, ...]:
     if per_1k is None:  # older records: the training loop's CPU seconds over the examples
         per_1k = 1000 * r.cpu_s / (summary.data["train_examples"] * summary.epochs_completed)
     host = summary.host_speed.median_ms if summary.host_speed is not None else nan
-    return (r.runtime_s, r.cpu_s, per_1k, *step, host)
+    return (r.runtime_s, r.cpu_s, per_1k, *step, host, sm3_ran_eager(summary.optimizer_impl))
 
 
 def _variant(summary: RunSummary) -> str:
