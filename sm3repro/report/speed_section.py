@@ -114,7 +114,8 @@ def speed_section(results_dir: Path, figures_dir: Path) -> SpeedSection | None:
     tables = {"speed_tiers": matrix, "speed_tier_evidence": speed_claims.evidence(found),
               "speed_rule_disagreements": disagreements, "host_calibration": effect,
               "targets": ladder, "time_to_target": compared, "time_to_target_runs": times}  # fmt: skip
-    return SpeedSection(summary + eager_footnote(summary), "\n".join(lines), tables)
+    notes = [line for note in eager_footnote(summary) for line in (note, "")]
+    return SpeedSection(summary + notes, "\n".join(lines), tables)
 
 
 def _marked(matrix: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
