@@ -63,9 +63,8 @@ def train_epoch(
     window_loss, window_steps = torch.zeros((), dtype=torch.float64, device=device), 0
     diverged = None
     dev_steps = dev_point_steps(n_batches, cfg.dev_evals_per_epoch) if dev_point else set()
-    evaluating_s = 0.0  # dev points' seconds inside the epoch: not training time
-    clock = phase_clock(cfg.time_phases, device)
-    epoch_start = time.perf_counter()
+    timer = _EpochTimer(cfg.time_phases, device)
+    clock = timer.clock  # local: four laps a step
     progress = _progress(n_batches, epoch, cfg.epochs)
     for b in range(n_batches):
         idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -88,38 +87,64 @@ def train_epoch(
         window_loss += detached
         window_steps += 1
         correct += (logits.detach().argmax(1) == y).sum()
+        step = (epoch - 1) * n_batches + b + 1
         if window_steps == cfg.log_every or b == n_batches - 1:
-            step = (epoch - 1) * n_batches + b + 1
-            mean_loss = float(window_loss) / window_steps
-            state.metrics.append(StepRow(epoch=epoch, step=step, loss=mean_loss))
-            tracker.log_step(step, {"train/loss": mean_loss})
-            window_loss.zero_()
+            mean_loss = _log_loss(state, tracker, epoch, step, window_loss, window_steps)
             window_steps = 0
             progress.update(cfg.log_every)
             if not math.isfinite(mean_loss):
                 diverged = f"non-finite training loss at step {step}"
                 break
         if b + 1 in dev_steps:
-            clock.lap("rest")
-            paused = time.perf_counter()
-            dev_point(
-                (epoch - 1) * n_batches + b + 1, paused - epoch_start - evaluating_s
-            )  # fmt: skip
-            evaluating_s += time.perf_counter() - paused
-            clock.restart()
-    clock.lap("rest")
+            timer.exclude(lambda so_far, step=step: dev_point(step, so_far))
     progress.close()
-    seconds = time.perf_counter() - epoch_start - evaluating_s
-    phases = None
-    if cfg.time_phases:
-        phases = Phases(
-            steps=b + 1, wall_s=clock.rounded(clock.wall_s), cpu_s=clock.rounded(clock.cpu_s)
-        )
     return EpochTraining(
         train_loss=float(loss_sum) / n_examples, train_accuracy=int(correct) / n_examples,
-        seconds=seconds, examples=n_examples, last_step=(epoch - 1) * n_batches + b + 1,
-        phases=phases, diverged=diverged,
+        seconds=timer.training_s(), examples=n_examples, last_step=step,
+        phases=timer.phases(b + 1), diverged=diverged,
     )  # fmt: skip
+
+
+class _EpochTimer:
+    """The epoch's training seconds and phase times, with dev points timed out of both."""
+
+    def __init__(self, time_phases: bool, device: torch.device) -> None:
+        self.clock = phase_clock(time_phases, device)
+        self._timed = time_phases
+        self._start = time.perf_counter()
+        self._excluded_s = 0.0
+
+    def exclude(self, work: Callable[[float], None]) -> None:
+        """Run ``work(training seconds so far)`` outside the epoch's training time."""
+        self.clock.lap("rest")
+        paused = time.perf_counter()
+        work(paused - self._start - self._excluded_s)
+        self._excluded_s += time.perf_counter() - paused
+        self.clock.restart()
+
+    def training_s(self) -> float:
+        """Training seconds since the epoch began; closes the last phase."""
+        self.clock.lap("rest")
+        return time.perf_counter() - self._start - self._excluded_s
+
+    def phases(self, steps: int) -> Phases | None:
+        if not self._timed:
+            return None
+        clock = self.clock
+        return Phases(steps=steps, wall_s=clock.rounded(clock.wall_s),
+                      cpu_s=clock.rounded(clock.cpu_s))  # fmt: skip
+
+
+def _log_loss(
+    state: TrainingState, tracker: Tracker, epoch: int, step: int, window_loss: torch.Tensor,
+    window_steps: int,
+) -> float:  # fmt: skip
+    """The mean loss over the window, recorded and logged; the window's sum is reset."""
+    mean_loss = float(window_loss) / window_steps
+    state.metrics.append(StepRow(epoch=epoch, step=step, loss=mean_loss))
+    tracker.log_step(step, {"train/loss": mean_loss})
+    window_loss.zero_()
+    return mean_loss
 
 
 def _progress(total: int, epoch: int, epochs: int):
