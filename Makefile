@@ -23,7 +23,7 @@ $(PY):
 	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	# SM3's fused C++ kernel, built now so the first run (and its timing) does not wait for it.
-	$(PY) -m sm3repro.optim.sm3_fused
+	$(PY) -m sm3repro.optim.sm3.fused
 
 install: $(PY)
 
@@ -102,7 +102,7 @@ decide: data
 # time as the parser is widened to 200M parameters, and the largest model per 1/2/4 GiB budget,
 # into results/memory/. Resumable.
 memory: data
-	$(PY) -m sm3repro.memory --wandb $(ARGS)
+	$(PY) -m sm3repro.arms.memory --wandb $(ARGS)
 
 # Mutation testing (cosmic-ray) of what decides results, one scope after another; not in CI
 # (tens of minutes per scope). ARGS picks scopes and limits, e.g. ARGS="claims --budget-min 30".

@@ -48,8 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sm3repro.data.download import EWT_FILES  # noqa: E402
 from sm3repro.data.treebank import Sentence, read_treebank  # noqa: E402
 from sm3repro.data.vocab import TreebankView, Vocab  # noqa: E402
-from sm3repro.optim import SM3, optimizer_state_bytes, sm3_fused  # noqa: E402
+from sm3repro.optim import SM3, optimizer_state_bytes  # noqa: E402
 from sm3repro.optim.catalog import CATALOG  # noqa: E402
+from sm3repro.optim.sm3 import fused as sm3_fused  # noqa: E402
 from sm3repro.parser.features import N_WORD_FEATURES, oracle_examples  # noqa: E402
 from sm3repro.parser.model import ChenManningParser  # noqa: E402
 from sm3repro.parser.transitions import encode  # noqa: E402

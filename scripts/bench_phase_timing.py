@@ -3,8 +3,8 @@
     python scripts/bench_phase_timing.py [--pairs 120] [--sentences 300] [--batch-size 64]
         [--optimizer sm3_ii]
 
-One process, one model and optimizer (built as ``sm3repro.train`` builds them), the training
-loop itself (``sm3repro.epoch.train_epoch``) over a slice of EWT train: each pair runs one epoch
+One process, one model and optimizer (built as ``sm3repro.run.train`` builds them), the training
+loop itself (``sm3repro.run.epoch.train_epoch``) over a slice of EWT train: each pair runs one epoch
 with the phase clock and one without, in alternating order (A B, B A, ...) so drifts in machine
 speed hit both arms alike. Epochs are short (300 sentences: ~150 steps, under a second) and
 pairs many, because this host's speed jumps by 25-30% from one second to the next (seen with
@@ -32,10 +32,10 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sm3repro import train  # noqa: E402
-from sm3repro.epoch import train_epoch  # noqa: E402
-from sm3repro.step_timing import PhaseClock  # noqa: E402
-from sm3repro.tracking import Tracker  # noqa: E402
+from sm3repro.run import train  # noqa: E402
+from sm3repro.run.epoch import train_epoch  # noqa: E402
+from sm3repro.run.step_timing import PhaseClock  # noqa: E402
+from sm3repro.run.tracking import Tracker  # noqa: E402
 
 TARGET = 1.01
 

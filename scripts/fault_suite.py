@@ -6,7 +6,7 @@
 
 Each case runs real `python -m sm3repro.train` processes (signals, two concurrent sweeps,
 read-only and full mounts, malformed files, a W&B server that is refused or never answers)
-against a small reference sweep; see tests/faultcases.py. The table lists fault, expected
+against a small reference sweep; see scripts/faultcases.py. The table lists fault, expected
 behaviour, observed behaviour and pass/fail; the last line counts faults tried, faults handled
 and finished records lost (present before a fault, missing or changed after it). Needs the
 EWT files ($SM3REPRO_DATA, else data/ud-english-ewt: `make data`) and, for the
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the fault cases live beside the tests using them
 
 from faultcases import SUITE  # noqa: E402
 from faultlib import Bench, Lab, Outcome, case_outcomes  # noqa: E402

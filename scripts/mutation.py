@@ -71,7 +71,7 @@ SCOPES: dict[str, Scope] = {
     # test_resources.py that need an idle core, and the two training runs, are left out: on a
     # busy machine they fail without any mutant.
     "resources": Scope(
-        modules={"sm3repro/resources.py": ()},
+        modules={"sm3repro/run/resources.py": ()},
         tests=("tests/test_measurements.py", "tests/test_resources.py"),
         target=0.80,
         timeout_s=300,
@@ -84,14 +84,14 @@ SCOPES: dict[str, Scope] = {
     # SM3's optimizer class and functional core (the file the target names). The C++ kernel is
     # not Python; its tests compare it with the reference step.
     "sm3": Scope(
-        modules={"sm3repro/optim/sm3.py": ()},
+        modules={"sm3repro/optim/sm3/optimizer.py": ()},
         tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),
         target=0.90,
         timeout_s=600,
     ),
     # the eager fallback (no compiler): its blocked loops and cached plans
     "sm3_eager": Scope(
-        modules={"sm3repro/optim/sm3_eager.py": ()},
+        modules={"sm3repro/optim/sm3/eager.py": ()},
         tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),
         target=0.90,
         timeout_s=600,
@@ -99,7 +99,7 @@ SCOPES: dict[str, Scope] = {
     # the training loop's model selection and measurement, and word dropout
     "train": Scope(
         modules={
-            "sm3repro/train.py": ("evaluate_epoch", "_resources", "_score_test"),
+            "sm3repro/run/train.py": ("evaluate_epoch", "_resources", "_score_test"),
             "sm3repro/training_state.py": ("TrainingState.note_dev", "weight_average"),
             "sm3repro/parser/model.py": ("ChenManningParser.__init__", "ChenManningParser.embed"),
         },

@@ -5,7 +5,7 @@ timed arm, report.
     python scripts/run_arms.py --stage selection  # only the lr grid and its extensions
     python scripts/run_arms.py --stage timed --seeds 0  # one seed block of the timed arm
 
-Each stage is a Hydra sweep of `sm3repro.train`, so finished runs are skipped and an interrupted
+Each stage is a Hydra sweep of `sm3repro.run.train`, so finished runs are skipped and an interrupted
 one resumes from its checkpoint: stop this at any point and run it again. Selection runs only
 need dev scores and take `--selection-threads` torch threads (1 lets other work go on beside
 them; the report leaves runs on fewer threads than cores out of timing verdicts). The timed arms
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sm3repro.arms.lr_selection import choices_from_records, missing_lrs, tuned_yaml  # noqa: E402
 from sm3repro.optim.catalog import sparse_rows_grid  # noqa: E402
 from sm3repro.paths import config_dir  # noqa: E402
-from sm3repro.report.lr_selection import choices_from_records, missing_lrs, tuned_yaml  # noqa: E402
 
 STAGES = ("selection", "tuned_lr", "no_dropout", "timed", "report")
 

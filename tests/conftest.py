@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,15 @@ from sm3repro.data.download import EWT_FILES
 from sm3repro.paths import DATA_ENV, ewt_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The fault harness (scripts/faultlib.py, scripts/faultcases.py) serves tests and scripts alike.
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests of the fused kernel itself skip, with the reason, where it cannot be built (no C++
     compiler or ninja) or is switched off (SM3REPRO_SM3_KERNEL=eager); the rest run eagerly."""
     if item.get_closest_marker("needs_fused_kernel"):
-        from sm3repro.optim import sm3_fused
+        from sm3repro.optim.sm3 import fused as sm3_fused
 
         if sm3_fused.kernel() is None:
             pytest.skip(

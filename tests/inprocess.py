@@ -1,4 +1,4 @@
-"""Train one tiny configuration in this process through ``sm3repro.train.run`` (public entry).
+"""Train one tiny configuration in this process through ``sm3repro.run.train.run`` (public entry).
 
 In-process, so a test can wrap the evaluation or the model with monkeypatch and see what the
 training loop scored and measured. 200 training sentences, 100 dev/test, one thread.
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from sm3repro import train
+from sm3repro.run import train
 
 TINY = [
     "data.max_train_sentences=200",

@@ -11,8 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from sm3repro.report.experiment import grid_run_ids, has_grid
-from sm3repro.run_record import (
+from sm3repro.record.schema import (
     BestDev,
     EpochRow,
     FinalScores,
@@ -22,6 +21,7 @@ from sm3repro.run_record import (
     Status,
     StepRow,
 )
+from sm3repro.report.experiment import grid_run_ids, has_grid
 
 OPTIMIZERS = ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
 N_PARAMS = 1_600_000
@@ -113,7 +113,7 @@ def make_run(
     sm3_kernel: str | None = "fused-cpp",
 ) -> tuple[dict, list[dict]]:
     """One run's summary.json and metrics.jsonl rows from its (already noisy) values, built
-    through the run record's schema (sm3repro.run_record) so they have the keys train writes.
+    through the run record's schema (sm3repro.record.schema) so they have the keys train writes.
     ``sm3_kernel``: what an SM3 run's optimizer_impl names as its kernel (None: no kernel, as
     in records from before the fused kernel existed)."""
     run_id = grid_run_id(optimizer, batch_size, seed, experiment)

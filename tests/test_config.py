@@ -11,12 +11,12 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from sm3repro import protocol
-from sm3repro.config import ConfigError, validate
+from sm3repro import study
 from sm3repro.optim import CATALOG, build_optimizer
 from sm3repro.optim.catalog import paper_grid
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.paths import config_dir
+from sm3repro.run.config import ConfigError, validate
 
 GROUPS = {
     "data": ["ud_ewt", "conllx"],
@@ -50,13 +50,13 @@ def test_every_catalog_entry_composes_validates_and_builds_at_the_study_lr(name,
     spec = CATALOG[name]
     cfg = make_cfg(f"optimizer={name}", *ewt_overrides)
     validate(cfg)
-    assert cfg.optimizer.name == name and cfg.optimizer.lr == protocol.LR == 0.01
+    assert cfg.optimizer.name == name and cfg.optimizer.lr == study.LR == 0.01
     set_keys = {key for key, value in cfg.optimizer.items() if value is not None}
     assert set_keys - {"name", "lr", "impl"} <= spec.keys  # its yaml sets only keys it takes
     model = ChenManningParser(50, 10, 10, 9)
     optimizer, impl = build_optimizer(model.parameters(), cfg.optimizer)
     assert type(optimizer) is spec.cls and impl
-    assert optimizer.param_groups[0]["lr"] == protocol.LR
+    assert optimizer.param_groups[0]["lr"] == study.LR
     assert spec.label and spec.style["color"]
 
 
@@ -64,8 +64,8 @@ def test_defaults_follow_the_study(ewt_overrides):
     cfg = make_cfg(*ewt_overrides)
     assert cfg.epochs == 10 and cfg.optimizer.name == "sm3_ii" and cfg.device == "cpu"
     assert list(cfg.model.hidden) == [200, 200] and cfg.model.embed_dim == 50
-    assert (cfg.model.embed_dim, tuple(cfg.model.hidden)) == (protocol.EMBED_DIM, protocol.HIDDEN)
-    assert cfg.optimizer.lr == 0.01 == protocol.LR
+    assert (cfg.model.embed_dim, tuple(cfg.model.hidden)) == (study.EMBED_DIM, study.HIDDEN)
+    assert cfg.optimizer.lr == 0.01 == study.LR
 
 
 def test_paper_experiment_sweeps_the_grid(ewt_overrides):
@@ -154,7 +154,7 @@ def test_keys_that_do_not_apply_to_the_optimizer_fail_validation(
 def test_a_bad_optimizer_config_fails_before_any_data_is_loaded(
     tmp_path, ewt_overrides, monkeypatch
 ):
-    from sm3repro import train
+    from sm3repro.run import train
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("data loaded before the optimizer config was checked")
@@ -229,7 +229,7 @@ def _paper_runs() -> list[str]:
 def test_committed_records_keep_their_run_ids(experiment, ewt_overrides):
     """Keys added to the schema later, and defaults moved between files, must not rename (and so
     redo) recorded runs."""
-    from sm3repro.records import run_id_for
+    from sm3repro.record.identity import run_id_for
 
     committed = sorted(r for r, s in _committed_runs().items() if s["experiment"] == experiment)
     assert len(committed) >= {"paper": 30, "best_parser": 1}[experiment]
@@ -243,7 +243,7 @@ def test_committed_records_keep_their_run_ids(experiment, ewt_overrides):
 
 
 def test_added_keys_enter_the_run_id_only_when_set(ewt_overrides):
-    from sm3repro.records import run_id_for
+    from sm3repro.record.identity import run_id_for
 
     def run_id(*overrides: str) -> str:
         cfg = make_cfg("optimizer=adam", *overrides, *ewt_overrides)
@@ -259,7 +259,7 @@ def test_added_keys_enter_the_run_id_only_when_set(ewt_overrides):
 def test_lr_schedules_decay_to_zero_by_the_last_step(schedule):
     import torch
 
-    from sm3repro.training_state import lr_scheduler
+    from sm3repro.run.state import lr_scheduler
 
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.SGD([weight], lr=0.01)

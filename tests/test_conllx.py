@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from sm3repro.data.treebank import read_treebank
 from sm3repro.metrics import attachment_scores
 from sm3repro.paths import config_dir
-from sm3repro.train import run
+from sm3repro.run.train import run
 
 FIXTURES = Path(__file__).parent / "data"
 

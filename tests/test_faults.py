@@ -1,7 +1,7 @@
 """Faults injected for real: malformed files, bad settings, signals, damaged records, two
 sweeps at once, read-only and full folders, W&B without network, a diverging run.
 
-The cases live in faultcases.py and are shared with scripts/fault_suite.py, which also runs
+The cases live in scripts/faultcases.py and are shared with scripts/fault_suite.py, which also runs
 the slower ones (every malformed file through the CLI, more signal timings, random kills, a
 missing config.yaml, cache faults through the CLI, a disk full from the start, a W&B server
 that never answers). Here: the quick half, plus in-process checks of the pieces beneath.
@@ -21,10 +21,10 @@ import pytest
 import torch
 from faultlib import Bench, Lab, assert_handled, fingerprint, reference_id
 
-from sm3repro.config import ConfigError
 from sm3repro.data.treebank import TreebankError
 from sm3repro.parser.features import load_or_build
-from sm3repro.records import RunDir
+from sm3repro.record.folder import RunDir
+from sm3repro.run.config import ConfigError
 
 # The cases run the harness in subprocesses against a reference sweep built once per session.
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_every_bad_treebank_stops_run_with_file_line_and_problem(
     from hydra import compose, initialize_config_dir
 
     from sm3repro.paths import config_dir
-    from sm3repro.train import run
+    from sm3repro.run.train import run
 
     path = fc.bad_input_path(lab, case)
     overrides = [

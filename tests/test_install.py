@@ -119,7 +119,7 @@ def test_installed_wheel_runs_from_any_folder(tmp_path: Path, ewt_dir: Path) -> 
     # The memory arm finds its data config and the data the way sm3repro-train does.
     env["SM3REPRO_DATA"] = str(ewt_dir)
     sample = run(sys.executable, "-c", (
-        "from sm3repro.memory.arm import ArmConfig, prepare_data, _child_env; "
+        "from sm3repro.arms.memory.arm import ArmConfig, prepare_data, _child_env; "
         "print(prepare_data(ArmConfig(max_train_sentences=40), 200)); "
         "print(_child_env()['PYTHONPATH'].split(':')[0])"
     ))  # fmt: skip

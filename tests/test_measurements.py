@@ -13,8 +13,8 @@ import torch
 from conftest import SMALL, harness_env, read_records
 from inprocess import train_tiny
 
-from sm3repro import resources, train
-from sm3repro.resources import ResourceMeter
+from sm3repro.run import resources, train
+from sm3repro.run.resources import ResourceMeter
 
 SPIN_S = 2.0  # CPU-busy seconds added to every dev evaluation
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sm3repro.memory import arm
-from sm3repro.memory.family import n_parameters, parameter_shapes, theory_state_bytes
+from sm3repro.arms.memory import arm
+from sm3repro.arms.memory import verdicts as report
+from sm3repro.arms.memory.family import n_parameters, parameter_shapes, theory_state_bytes
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
-from sm3repro.report import memory as report
 from sm3repro.report import memory_section
 from sm3repro.report.timing import EAGER_NOTE
 
@@ -200,9 +200,7 @@ def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path) -> No
     # In a process of its own, as `make memory` runs it: W&B started in the test process would
     # leave its service for later subprocess tests to attach to. The logger config writes
     # wandb/ into the working folder.
-    code = (
-        f"from sm3repro.memory.arm import log_to_wandb; log_to_wandb({str(tmp_path / 'memory')!r})"
-    )
+    code = f"from sm3repro.arms.memory.arm import log_to_wandb; log_to_wandb({str(tmp_path / 'memory')!r})"
     subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120,
         env={**os.environ, "WANDB_MODE": "offline"},

@@ -11,8 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sm3repro import protocol
-from sm3repro.config import OptimizerConfig
+from sm3repro import study
 from sm3repro.optim import (
     CATALOG,
     OPTIMIZERS,
@@ -24,6 +23,7 @@ from sm3repro.optim import (
 )
 from sm3repro.optim.catalog import IMPLS, KEYS, paper_grid, study_rows
 from sm3repro.optim.registry import sparse_rows_config
+from sm3repro.run.config import OptimizerConfig
 
 
 def auto_kernel_label() -> str:  # noqa: N802
@@ -105,11 +105,11 @@ def test_impls_outside_the_entry_are_rejected_with_the_key(name: str, impl: str)
 
 
 def test_lr_defaults_to_the_studys_value() -> None:
-    assert protocol.LR == 0.01  # Section III: one lr for every optimizer
+    assert study.LR == 0.01  # Section III: one lr for every optimizer
     for name in CATALOG:
         optimizer, _ = build_optimizer(small_model().parameters(), {"name": name})
-        assert optimizer.param_groups[0]["lr"] == protocol.LR
-    assert SM3(small_model().parameters()).defaults["lr"] == protocol.LR
+        assert optimizer.param_groups[0]["lr"] == study.LR
+    assert SM3(small_model().parameters()).defaults["lr"] == study.LR
 
 
 def test_hydra_style_config_is_accepted() -> None:

@@ -13,7 +13,7 @@ from conftest import harness_env, read_records
 from omegaconf import OmegaConf
 
 from sm3repro.report.tuning import study_trials
-from sm3repro.study_storage import StudyStorageFolder, sqlite_file
+from sm3repro.run.study_storage import StudyStorageFolder, sqlite_file
 
 # A tiny slice and a small model: the search's mechanics, not its scores, are under test.
 TINY = [
@@ -52,7 +52,7 @@ def test_search_stops_and_resumes_from_its_storage(tmp_path: Path, ewt_dir: Path
     assert sorted(first["number"]) == [0, 1, 2]
     assert set(first["state"]) == {"COMPLETE"}
     # Each trial is a recorded run, scored with a LAS that run recorded (macro, final epoch;
-    # dev or test, whichever sm3repro.train.main returns).
+    # dev or test, whichever sm3repro.run.train.main returns).
     records = read_records(tmp_path / "results")
     assert len(records) == 3
     recorded = {

@@ -193,9 +193,9 @@ def test_main_returns_the_configured_dev_metric_never_test(tmp_path, ewt_dir, mo
     """What a Hydra sweeper optimises: a dev score named by ``optimized_metric``."""
     from hydra import compose, initialize_config_dir
 
-    from sm3repro import train
-    from sm3repro.config import ConfigError
-    from sm3repro.train import CONF_DIR, main, run
+    from sm3repro.run import train
+    from sm3repro.run.config import ConfigError
+    from sm3repro.run.train import CONF_DIR, main, run
 
     # In process: keep glibc's trim threshold as it was, or later RSS tests in this pytest
     # process see freed memory reused instead of new pages.

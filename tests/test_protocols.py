@@ -15,13 +15,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from report_fixtures import write_results
 
-from sm3repro.config import ConfigError, validate
-from sm3repro.records import run_id_for
-from sm3repro.report import build_report
+from sm3repro.arms.lr_selection import choices_from_records, main, tuned_yaml
+from sm3repro.record.identity import run_id_for
+from sm3repro.report.build import build_report
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.experiment import config_dir
 from sm3repro.report.lr_grid import cell_run_ids
-from sm3repro.report.lr_selection import choices_from_records, main, tuned_yaml
 from sm3repro.report.protocols import (
     PROTOCOLS,
     ProtocolResult,
@@ -33,6 +32,7 @@ from sm3repro.report.protocols import (
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import aggregate
 from sm3repro.report.timing import uncontended
+from sm3repro.run.config import ConfigError, validate
 
 
 def _record(results: Path, run_id: str, dev: float | None, status: str = "completed") -> None:
@@ -297,7 +297,7 @@ def test_lr_grid_sweep_then_selection(tmp_path: Path, ewt_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((results / "runs").glob("sgd-b64-s0-*/summary.json"))) == 2
 
-    select = [sys.executable, "-m", "sm3repro.report.lr_selection", "--results", str(results),
+    select = [sys.executable, "-m", "sm3repro.arms.lr_selection", "--results", str(results),
               "--write-tuned", str(tmp_path / "tuned.yaml"), *tiny]  # fmt: skip
     proc = subprocess.run(
         select, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from report_fixtures import BASE, make_run, write_results, write_run
 
-from sm3repro.report import build_report, main, optimizers
+from sm3repro.optim import catalog
+from sm3repro.report.build import build_report
 from sm3repro.report.claims import CLAIMS, judge_claims
+from sm3repro.report.cli import main
 from sm3repro.report.judge import Stat, compare
 from sm3repro.report.runs import load_runs
 from sm3repro.report.tables import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, aggregate
@@ -84,7 +86,7 @@ def test_markdown_numbers_are_the_csv_numbers(report: Path, heading: str) -> Non
     for header, col in columns.items():
         for shown, (_, row) in zip(md[header], csv.iterrows(), strict=True):
             if col == "optimizer":
-                expected = optimizers.label(row[col])
+                expected = catalog.label(row[col])
             elif col.endswith("_mean") and row.get(col.replace("_mean", "_std")):
                 expected = f"{row[col]} ± {row[col.replace('_mean', '_std')]}"
             else:

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from report_fixtures import BASE, grid_run_id, make_run, write_results, write_run
 
+from sm3repro.optim import catalog
 from sm3repro.optim.catalog import CATALOG
-from sm3repro.report import claims, figures, optimizers, runs
+from sm3repro.report import claims, figures, runs
 from sm3repro.report.claims import CLAIMS, judge_all
 from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.runs import load_runs
@@ -149,7 +150,7 @@ def test_a_sixth_optimizer_reaches_tables_and_figures(tmp_path: Path, monkeypatc
     figures.plot_curves(loaded.curves, {"train_loss": "loss"}, "t", tmp_path / "fig")
     legend = [text.get_text() for text in drawn[0].legends[0].get_texts()]
     assert legend == ["SM3-II", "Adam", "Adafactor"]
-    assert optimizers.ordered(["adafactor", "adam", "sm3_i"]) == ["sm3_i", "adam", "adafactor"]
+    assert catalog.ordered(["adafactor", "adam", "sm3_i"]) == ["sm3_i", "adam", "adafactor"]
 
 
 def test_report_rows_follow_the_display_order(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sm3repro.resources import (
+from sm3repro.run.resources import (
     ResourceMeter,
     current_rss_bytes,
     peak_rss_bytes,
@@ -145,7 +145,7 @@ def test_peak_rss_resets_between_meters() -> None:
 
 
 def test_contention_rule_from_cpu_seconds() -> None:
-    from sm3repro.resources import CONTENDED_OTHERS_PERCENT, contention
+    from sm3repro.run.resources import CONTENDED_OTHERS_PERCENT, contention
 
     # 10 s on 2 cores = 20 core-seconds; we used 19, the system was busy 19.5: others 2.5%.
     quiet = contention(10.0, 19.0, 19.5, 0.0, 2)

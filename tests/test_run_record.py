@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sm3repro.run_record import FINISHED, RunSummary, Status, metrics_row
+from sm3repro.record.schema import FINISHED, RunSummary, Status, metrics_row
 
 # Finished records (the committed ones; a sweep running beside the tests adds unfinished ones).
 RUNS = sorted(

@@ -7,10 +7,10 @@ import pytest
 import torch
 from inprocess import train_tiny
 
-from sm3repro import train
 from sm3repro.data.vocab import UNK_ID
 from sm3repro.parser.features import N_FEATURES, N_WORD_FEATURES
 from sm3repro.parser.model import ChenManningParser
+from sm3repro.run import train
 
 # Scripted dev LAS per epoch: the best is epoch 2, and epoch 3 ties it (the earlier one wins).
 DEV_LAS = [0.30, 0.70, 0.70, 0.60]

@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from sm3repro.optim import SM3, optimizer_state_bytes, sm3_eager, sm3_fused
-from sm3repro.optim.sm3_reference import sm3_preconditioner, sm3_reference_step
+from sm3repro.optim import SM3, optimizer_state_bytes
+from sm3repro.optim.sm3 import eager as sm3_eager
+from sm3repro.optim.sm3 import fused as sm3_fused
+from sm3repro.optim.sm3.reference import sm3_preconditioner, sm3_reference_step
 
 needs_fused_kernel = pytest.mark.needs_fused_kernel
 
@@ -1050,7 +1052,7 @@ def test_a_parameter_without_a_gradient_is_left_alone_and_the_rest_are_stepped()
 
 def test_the_functional_core_defaults_to_the_class_defaults() -> None:
     """sm3() with no eps or momentum is the paper's rule: the class's default step."""
-    from sm3repro.optim.sm3 import sm3
+    from sm3repro.optim.sm3.optimizer import sm3
 
     gen = torch.Generator().manual_seed(10)
     init, grad = (

@@ -10,7 +10,7 @@ import pandas as pd
 from report_fixtures import write_results
 
 from sm3repro.optim.catalog import CATALOG, sparse_rows_grid
-from sm3repro.report import build_report
+from sm3repro.report.build import build_report
 from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.timing import EAGER_MARK, EAGER_NOTE
 

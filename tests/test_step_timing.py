@@ -11,8 +11,8 @@ import pytest
 import torch
 from inprocess import train_tiny
 
-from sm3repro.run_record import CalibrationRow, DevPoint, Phases, metrics_row
-from sm3repro.step_timing import PHASES, calibrate_host, host_speed, step_cost
+from sm3repro.record.schema import CalibrationRow, DevPoint, Phases, metrics_row
+from sm3repro.run.step_timing import PHASES, calibrate_host, host_speed, step_cost
 
 
 def records(tmp_path: Path, summary: dict) -> list:

@@ -12,9 +12,9 @@ import pytest
 from report_fixtures import BASE, make_run, write_run
 from scipy import stats
 
+from sm3repro.record.schema import DevPoint
 from sm3repro.report import time_to_target as ttt
 from sm3repro.report.intervals import ratio_interval
-from sm3repro.run_record import DevPoint
 
 
 # -- the interval rule ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from wandb_offline import read_offline_run
 
-from sm3repro.tracking import (
+from sm3repro.run.tracking import (
     Tracker,
     WandbTracker,
     make_tracker,
@@ -217,8 +217,8 @@ def test_disabled_and_none_never_import_wandb(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import os, sys
-        from sm3repro.tracking import make_tracker
-        assert "wandb" not in sys.modules, "importing sm3repro.tracking imported wandb"
+        from sm3repro.run.tracking import make_tracker
+        assert "wandb" not in sys.modules, "importing sm3repro.run.tracking imported wandb"
         make_tracker({{"name": "none"}}, "r", "r", {{}}, None, [], {str(tmp_path)!r})
         make_tracker({{"name": "wandb", "mode": "disabled"}}, "r", "r", {{}}, None, [], {str(tmp_path)!r})
         assert "wandb" not in sys.modules, "a disabled tracker imported wandb"
@@ -282,7 +282,7 @@ def test_online_without_network_falls_back(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import time, warnings
-        from sm3repro.tracking import Tracker, make_tracker
+        from sm3repro.run.tracking import Tracker, make_tracker
         cfg = {{"name": "wandb", "project": "p", "mode": "online", "init_timeout": 10}}
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:

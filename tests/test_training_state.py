@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sm3repro.run_record import EpochRow, Scores, StepRow
-from sm3repro.training_state import TrainingState, lr_scheduler, weight_average
+from sm3repro.record.schema import EpochRow, Scores, StepRow
+from sm3repro.run.state import TrainingState, lr_scheduler, weight_average
 
 
 def _state(seed: int, run_id: str = "run") -> TrainingState:

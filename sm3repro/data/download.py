@@ -29,7 +29,7 @@ from pathlib import Path
 import pooch
 import requests
 
-from sm3repro.records import atomic_write_bytes, sha256_file
+from sm3repro.io import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -221,6 +221,6 @@ def write_conllu(
         )
         body = tokens.serialize()
         chunks.append("".join(c + "\n" for c in sent.comments) + body)
-    from sm3repro.records import atomic_write_text  # local import: records imports nothing heavy
+    from sm3repro.io import atomic_write_text  # local import: records imports nothing heavy
 
     atomic_write_text(path, "".join(chunks))

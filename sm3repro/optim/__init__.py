@@ -17,7 +17,7 @@ _HOME = {
     "build_optimizer": "registry",
     "check_optimizer_config": "registry",
     "optimizer_state_bytes": "registry",
-    "SM3": "sm3",
+    "SM3": "sm3.optimizer",
 }
 __all__ = sorted(_HOME)
 

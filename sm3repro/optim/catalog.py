@@ -4,14 +4,14 @@ An entry says how the optimizer is built (a torch class, or SM3 with its variant
 keys apply to it, which implementations it has, how the report labels and draws it, and what
 part it plays in the study. Its hyperparameter values live in ``conf/optimizer/<name>.yaml``
 (what a run records); a key the yaml leaves unset takes the class's own default, and ``lr``
-takes the study's (:data:`sm3repro.protocol.LR`). Config choices, validation, the registry, the
+takes the study's (:data:`sm3repro.study.LR`). Config choices, validation, the registry, the
 report, the paper and smoke grids and the tests all read this table, so adding an optimizer is
 one entry here plus its yaml.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -98,13 +98,13 @@ _SPECS = (
         name="sm3_ii",
         sparse_rows_exact=True,
         sparse_rows_faster=True,
-        target="sm3repro.optim.sm3.SM3",
+        target="sm3repro.optim.sm3.optimizer.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-II",
         style={"color": "tab:red"},
         fixed={"variant": "ii"},
         impls=SM3_IMPLS,
-        fused=frozenset({"cpu"}),  # its own C++ kernel (sm3repro.optim.sm3_fused), CPU only
+        fused=frozenset({"cpu"}),  # its own C++ kernel (sm3repro.optim.sm3.fused), CPU only
         study_row=True,
         paper_grid=True,
     ),
@@ -112,7 +112,7 @@ _SPECS = (
         name="sm3_i",
         sparse_rows_exact=True,
         sparse_rows_faster=True,
-        target="sm3repro.optim.sm3.SM3",
+        target="sm3repro.optim.sm3.optimizer.SM3",
         keys=frozenset({"momentum", "eps", "cover"}),
         label="SM3-I",
         style={"color": "tab:orange", "linestyle": "--"},
@@ -193,3 +193,21 @@ def sparse_rows_grid() -> tuple[str, ...]:
         for name, spec in CATALOG.items()
         if spec.paper_grid and spec.sparse_rows_exact and spec.sparse_rows_faster
     )
+
+
+# -- how every table, figure and log names, orders and draws an optimizer ----------------------
+# A name the catalog does not know (a record from elsewhere) keeps its own name and comes last.
+
+
+def label(name: str) -> str:
+    return CATALOG[name].label if name in CATALOG else name
+
+
+def style(name: str) -> dict[str, Any]:
+    return dict(CATALOG[name].style) if name in CATALOG else {}
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """``names`` without repeats: known optimizers in catalog order, then the rest by name."""
+    names = set(names)
+    return [n for n in CATALOG if n in names] + sorted(names - CATALOG.keys())

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import torch
 from torch.optim import Optimizer
 
-from sm3repro import protocol
+from sm3repro import study
 from sm3repro.optim.catalog import CATALOG, IMPLS, KEYS, OptimizerSpec
-from sm3repro.optim.sm3 import COVERS, SM3
+from sm3repro.optim.sm3.optimizer import COVERS, SM3
 
 __all__ = [
     "IMPLS",
@@ -71,7 +71,7 @@ def build_optimizer(
     implementation actually used (e.g. ``"torch.optim.Adam(fused=True)"``).
 
     ``cfg`` keys: ``name`` (one of :data:`~sm3repro.optim.catalog.CATALOG`), ``lr`` (default
-    :data:`sm3repro.protocol.LR`), the hyperparameters the catalog entry takes (``momentum``,
+    :data:`sm3repro.study.LR`), the hyperparameters the catalog entry takes (``momentum``,
     ``eps``, ``weight_decay``, ``betas``, ``cover``), and ``impl`` (one of the entry's
     ``impls``, default ``"fastest"``: torch's ``fused=True`` where it works, else its default).
     A ``_target_`` key is ignored; any other key is an error, as is a key that does not apply to
@@ -105,7 +105,7 @@ def _resolve(cfg: Mapping[str, Any]) -> _Options:
         raise ValueError(f"optimizer.name must be one of {sorted(CATALOG)}, got {name!r}")
     spec = CATALOG[name]
     lr = options.pop("lr", None)
-    lr = protocol.LR if lr is None else _number("lr", lr)
+    lr = study.LR if lr is None else _number("lr", lr)
     if lr <= 0:
         raise ValueError(f"optimizer.lr must be > 0, got {lr!r}")
     impl = options.pop("impl", None) or "fastest"

@@ -124,7 +124,7 @@ def load_or_build(
         np.savez(tmp, features=features, gold=gold)
         os.replace(tmp, path)
         if source is not None:
-            from sm3repro.records import atomic_write_json
+            from sm3repro.io import atomic_write_json
 
             sidecar = {"source": str(Path(source[0]).resolve()), "sha256": source[1]}
             atomic_write_json(path.with_suffix(".json"), sidecar)

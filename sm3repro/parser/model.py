@@ -7,12 +7,12 @@ import os
 import torch
 from torch import nn
 
-from sm3repro import protocol
+from sm3repro import study
 from sm3repro.data.vocab import UNK_ID
 from sm3repro.parser.features import N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
 
 ACTIVATIONS = ("relu", "cube", "tanh")
-# The defaults below are the config's too (sm3repro.config.ModelConfig reads them).
+# The defaults below are the config's too (sm3repro.run.config.ModelConfig reads them).
 ACTIVATION = "relu"
 DROPOUT = 0.5
 
@@ -34,8 +34,8 @@ class ChenManningParser(nn.Module):
         n_tags: int,
         n_labels: int,
         n_transitions: int,
-        embed_dim: int = protocol.EMBED_DIM,
-        hidden: tuple[int, int] = protocol.HIDDEN,
+        embed_dim: int = study.EMBED_DIM,
+        hidden: tuple[int, int] = study.HIDDEN,
         activation: str = ACTIVATION,
         dropout: float = DROPOUT,
         word_dropout: float = 0.0,

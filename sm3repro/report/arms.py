@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from sm3repro.report import optimizers
+from sm3repro.optim import catalog
 from sm3repro.report.protocols import ProtocolResult
 from sm3repro.report.tables import DECIMALS, _round, aggregate, display, mark_eager
 from sm3repro.report.timing import uncontended
@@ -78,7 +78,7 @@ def arms_table(results: Sequence[ProtocolResult]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=list(ARM_COLUMNS.values()))
     table = pd.concat(frames, ignore_index=True)
-    rank = {name: i for i, name in enumerate(optimizers.ordered(table["optimizer"].unique()))}
+    rank = {name: i for i, name in enumerate(catalog.ordered(table["optimizer"].unique()))}
     rank |= {r.protocol.key: i for i, r in enumerate(results)}
     table = table.sort_values(
         ["protocol", "batch_size", "optimizer"],

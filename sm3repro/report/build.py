@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sm3repro.records import atomic_write_text
+from sm3repro.io import atomic_write_text
 from sm3repro.report import render
 from sm3repro.report.claims import judge_claims
 from sm3repro.report.figures import plot_curves

@@ -19,7 +19,7 @@ def _make_tracker(out_dir: Path, experiment: str | None) -> Any:
     """A W&B run of job type "report" (imported lazily: W&B is slow to import)."""
     from omegaconf import OmegaConf
 
-    from sm3repro.tracking import make_tracker
+    from sm3repro.run.tracking import make_tracker
 
     logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         "(e.g. data.max_train_sentences=300), so the grid's run ids match its records",
     )
     parser.add_argument(
-        "--wandb", action="store_true", help="also log tables and figures via sm3repro.tracking"
+        "--wandb", action="store_true", help="also log tables and figures via sm3repro.run.tracking"
     )
     args = parser.parse_args(argv)
 

@@ -2,7 +2,7 @@
 
 An experiment is ``conf/experiment/<name>.yaml``; its ``hydra.sweeper.params`` is the grid that
 ``python -m sm3repro.train -m experiment=<name>`` runs. Each grid point's config is composed the
-way the sweep composes it and hashed with :func:`sm3repro.records.run_id_for`, so a record made
+way the sweep composes it and hashed with :func:`sm3repro.record.identity.run_id_for`, so a record made
 by any other command with the same config (the same run id, another ``experiment`` label) is
 still a member, and a record under the experiment's label but outside its grid is not.
 """
@@ -19,12 +19,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from sm3repro import paths
-from sm3repro.records import run_id_for
+from sm3repro.record.identity import run_id_for
 
 
 def config_dir() -> Path:
     """The project's Hydra config folder (the checkout's conf/, or the wheel's copy)."""
-    import sm3repro.config  # noqa: F401 - registers the schema and resolvers the configs use
+    import sm3repro.run.config  # noqa: F401 - registers the schema and resolvers the configs use
 
     return paths.config_dir()
 

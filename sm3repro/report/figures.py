@@ -9,8 +9,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sm3repro.records import atomic_write_bytes
-from sm3repro.report import optimizers, published
+from sm3repro.io import atomic_write_bytes
+from sm3repro.optim import catalog
+from sm3repro.report import published
 
 
 def _save(fig: Figure, path_stem: Path) -> list[Path]:
@@ -37,7 +38,7 @@ def plot_curves(
     is drawn, in the report's optimizer order.
     """
     batches = sorted(curves["batch_size"].unique()) or published.BATCH_SIZES
-    names = optimizers.ordered(curves["optimizer"].unique())
+    names = catalog.ordered(curves["optimizer"].unique())
     fig = Figure(figsize=(5 * len(batches), 3.6 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), len(batches), squeeze=False)
     for row, (col, ylabel) in enumerate(metrics.items()):
@@ -57,8 +58,8 @@ def plot_curves(
                     s["mean"],
                     marker="o",
                     markersize=3,
-                    label=optimizers.label(opt),
-                    **optimizers.style(opt),
+                    label=catalog.label(opt),
+                    **catalog.style(opt),
                 )
                 ax.fill_between(
                     s.index, s["mean"] - std, s["mean"] + std, alpha=0.15, color=line.get_color()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sm3repro.report import optimizers
+from sm3repro.optim import catalog
 from sm3repro.report.tables import DECIMALS
 from sm3repro.report.timing import EAGER_MARK, TIMING_COLUMNS
 
@@ -140,8 +140,8 @@ class CheckResult:
         d = DECIMALS[c.col]
         fmt = lambda s: f"{s.mean:.{d}f} ± {s.std:.{d}f}"  # noqa: E731
         return (
-            f"b{c.batch} {c.what}: {optimizers.label(c.subject)} {fmt(a)} {_symbol(c.kind, c.rel)} "
-            f"{optimizers.label(c.other)} {fmt(b)} ({_rel(a.mean, b.mean):+.1%}): {MARK[self.outcome]}"
+            f"b{c.batch} {c.what}: {catalog.label(c.subject)} {fmt(a)} {_symbol(c.kind, c.rel)} "
+            f"{catalog.label(c.other)} {fmt(b)} ({_rel(a.mean, b.mean):+.1%}): {MARK[self.outcome]}"
         ) + (f" {EAGER_MARK}" if self.eager else "")
 
 

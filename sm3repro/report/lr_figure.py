@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sm3repro.report import optimizers, published
+from sm3repro.arms.lr_selection import CellChoice
+from sm3repro.optim import catalog
+from sm3repro.report import published
 from sm3repro.report.figures import _save
-from sm3repro.report.lr_selection import CellChoice
 
 
 def plot_lr_sensitivity(
@@ -26,11 +27,11 @@ def plot_lr_sensitivity(
     chosen = {(c.optimizer, c.batch_size): c for c in choices}
     for ax, batch in zip(axes, batches, strict=True):
         cell_scores = scores[scores["batch_size"] == batch]
-        for opt in optimizers.ordered(cell_scores["optimizer"].unique()):
+        for opt in catalog.ordered(cell_scores["optimizer"].unique()):
             line = cell_scores[cell_scores["optimizer"] == opt].sort_values("lr")
             (drawn,) = ax.plot(
                 line["lr"], line["dev_las_macro"], marker="o", markersize=3,
-                label=optimizers.label(opt), **optimizers.style(opt),
+                label=catalog.label(opt), **catalog.style(opt),
             )  # fmt: skip
             if (choice := chosen.get((opt, batch))) is not None:
                 ax.plot(

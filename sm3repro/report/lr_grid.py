@@ -2,7 +2,7 @@
 
 A cell's config is composed once the way ``python -m sm3repro.train -m experiment=lr_grid``
 composes it; setting ``optimizer.lr`` to each ladder value and hashing with
-:func:`sm3repro.records.run_id_for` gives the folder a run at that lr writes. So a run made by
+:func:`sm3repro.record.identity.run_id_for` gives the folder a run at that lr writes. So a run made by
 any command with the same config counts (the lr 0.01 runs are the paper sweep's seed-0 runs),
 and extensions past the starting grid are found wherever they stopped.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sm3repro.records import run_id_for
+from sm3repro.arms.lr_selection import LADDER_LIMITS, half_decade, ladder_lr
+from sm3repro.record.identity import run_id_for
 from sm3repro.report.experiment import grid_configs
-from sm3repro.report.lr_selection import LADDER_LIMITS, half_decade, ladder_lr
 
 EXPERIMENT = "lr_grid"
 LADDER = tuple(

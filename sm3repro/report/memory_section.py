@@ -12,9 +12,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sm3repro.records import atomic_write_bytes
-from sm3repro.report import optimizers
-from sm3repro.report.memory import (
+from sm3repro.arms.memory.verdicts import (
     CLAIM6_RULE,
     MIB,
     NOISE_BYTES,
@@ -28,6 +26,8 @@ from sm3repro.report.memory import (
     speed_from,
     theory_targets,
 )
+from sm3repro.io import atomic_write_bytes
+from sm3repro.optim import catalog
 from sm3repro.report.timing import EAGER_MARK, EAGER_NOTE, eager_footnote
 
 FIGURE = "memory_at_scale"
@@ -42,14 +42,14 @@ def plot_memory(grid: pd.DataFrame, path_stem: Path) -> Path:
     axes = fig.subplots(1, len(batches), squeeze=False)[0]
     for ax, batch in zip(axes, batches, strict=True):
         at = grid[grid.batch_size == batch]
-        for opt in optimizers.ordered(at.optimizer):
+        for opt in catalog.ordered(at.optimizer):
             rows = at[at.optimizer == opt].sort_values("parameters")
             if rows.empty or opt == "sgd":
                 continue
             shown = rows[rows.cost_bytes > 0]  # log scale: a cost at or below SGD's is not drawn
-            color = optimizers.style(opt).get("color")
+            color = catalog.style(opt).get("color")
             ax.plot(shown.parameters, shown.cost_bytes / MIB, "o-", color=color,
-                    label=optimizers.label(opt))  # fmt: skip
+                    label=catalog.label(opt))  # fmt: skip
             theory = rows[rows.theory_bytes > 0]
             ax.plot(theory.parameters, theory.theory_bytes / MIB, "--", color=color,
                     alpha=0.7)  # fmt: skip
@@ -86,7 +86,7 @@ def scale_table(grid: pd.DataFrame) -> pd.DataFrame:
         row = {
             "parameters": f"{first.parameters / 1e6:.2f}M",
             "embed": int(embed_dim),
-            "optimizer": optimizers.label(opt),
+            "optimizer": catalog.label(opt),
             "state B/param": f"{first.state_bytes / first.parameters:.4f}",
             "theory B/param": (
                 f"{first.theory_bytes / first.parameters:.4f}"
@@ -104,7 +104,7 @@ def scale_table(grid: pd.DataFrame) -> pd.DataFrame:
                 "–" if c is None else f"{c.optimizer_step_s * 1e3:.2f}{mark}"
             )
         rows.append((embed_dim, opt, row))
-    order = optimizers.ordered(grid.optimizer)
+    order = catalog.ordered(grid.optimizer)
     return pd.DataFrame([r for *_, r in sorted(rows, key=lambda t: (t[0], order.index(t[1])))])
 
 
@@ -129,9 +129,9 @@ def _budget_markdown(largest: pd.DataFrame) -> tuple[str, list[str]]:
             text += f" (next, {r.next_fails_parameters / 1e6:.1f}M, fails)"
         else:
             text += " (nothing larger tried fails)"
-        table.setdefault(_budget(r.budget_gib), {})[optimizers.label(r.optimizer)] = text
+        table.setdefault(_budget(r.budget_gib), {})[catalog.label(r.optimizer)] = text
     frame = pd.DataFrame(table).T
-    labels = [optimizers.label(o) for o in optimizers.ordered(largest.optimizer)]
+    labels = [catalog.label(o) for o in catalog.ordered(largest.optimizer)]
     frame = frame[[label for label in labels if label in frame.columns]].fillna("–")
     frame.insert(0, "budget", frame.index)
     verdicts = []
@@ -140,15 +140,13 @@ def _budget_markdown(largest: pd.DataFrame) -> tuple[str, list[str]]:
         if "sm3_ii" not in size:
             continue
         beats = [o for o in ("adam", "adagrad") if o in size and size["sm3_ii"] > size[o]]
-        others = [optimizers.label(o) for o in ("adam", "adagrad") if o in size]
+        others = [catalog.label(o) for o in ("adam", "adagrad") if o in size]
         ok = len(beats) == len(others) and others
         verdicts.append(
             f"{_budget(gib)}: SM3-II trains a strictly larger model than {' and '.join(others)}: "
             f"{'yes' if ok else 'no'} ({size['sm3_ii'] / 1e6:.1f}M vs "
             + ", ".join(
-                f"{optimizers.label(o)} {size[o] / 1e6:.1f}M"
-                for o in ("adam", "adagrad")
-                if o in size
+                f"{catalog.label(o)} {size[o] / 1e6:.1f}M" for o in ("adam", "adagrad") if o in size
             )
             + ")"
         )

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from sm3repro.arms.lr_selection import CellChoice, as_frame, choose
 from sm3repro.report.arms import arms_display, arms_table
 from sm3repro.report.experiment import config_dir
 from sm3repro.report.lr_figure import plot_lr_sensitivity
 from sm3repro.report.lr_grid import grid_scores
-from sm3repro.report.lr_selection import CellChoice, as_frame, choose
 from sm3repro.report.protocols import (
     PROTOCOLS,
     ProtocolResult,
@@ -67,7 +67,7 @@ def _choices_section(choices: pd.DataFrame, pending_cells: int) -> list[str]:
         "Chosen on dev macro LAS after the final epoch (ties to the smaller lr); a cell is "
         "settled once its whole starting grid ran and the best lr is not at an end of it, "
         f"else its grid extends by half a decade (Extend to). {pending_cells} cell(s) of the "
-        "grid have no finished run yet. `python -m sm3repro.report.lr_selection` prints the "
+        "grid have no finished run yet. `python -m sm3repro.arms.lr_selection` prints the "
         "commands that run what is missing.",
         "",
     ]

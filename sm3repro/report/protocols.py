@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sm3repro.records import FINISHED
+from sm3repro.record.folder import FINISHED
 from sm3repro.report.claims import CLAIMS, judge_all
 from sm3repro.report.experiment import grid_run_ids
 from sm3repro.report.judge import ClaimResult

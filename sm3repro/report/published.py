@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sm3repro import protocol
+from sm3repro import study
 
 CITATION = (
     'J. Campos Salas, R. Das, Z. Hu, "SM3: Memory Efficient Adaptive Optimization" '
@@ -49,4 +49,4 @@ TABLE2 = pd.DataFrame(
 
 DATASET = "Penn Treebank WSJ (~40,000 training and ~2,500 test sentences)"
 EPOCHS = 10
-LEARNING_RATE = protocol.LR
+LEARNING_RATE = study.LR

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sm3repro.report import optimizers, speed_claims
+from sm3repro.optim import catalog
+from sm3repro.report import speed_claims
 from sm3repro.report import time_to_target as ttt
 from sm3repro.report.figures import _save
 from sm3repro.report.intervals import (
@@ -46,7 +47,7 @@ def plot_time_to_quality(points: pd.DataFrame, ladder: pd.DataFrame, path_stem: 
             grid = np.linspace(start, min(c["train_s"].iloc[-1] for c in runs), GRID_POINTS)
             ys = np.array([np.interp(grid, c["train_s"], c["dev_las_macro"]) for c in runs])
             mean, std = ys.mean(axis=0), ys.std(axis=0)
-            style = optimizers.style(variant.removesuffix(ttt.SPARSE))
+            style = catalog.style(variant.removesuffix(ttt.SPARSE))
             if variant.endswith(ttt.SPARSE):
                 style["linestyle"] = ":"
             ax.plot(grid, mean, label=ttt.label(variant), **style)
@@ -66,7 +67,7 @@ def plot_time_to_quality(points: pd.DataFrame, ladder: pd.DataFrame, path_stem: 
 
 
 def _ordered(variants: list[str]) -> list[str]:
-    names = optimizers.ordered({v.removesuffix(ttt.SPARSE) for v in variants})
+    names = catalog.ordered({v.removesuffix(ttt.SPARSE) for v in variants})
     return [v for name in names for v in sorted(variants) if v.removesuffix(ttt.SPARSE) == name]
 
 
@@ -166,7 +167,7 @@ def _target_lines(curves: ttt.Curves, compared: pd.DataFrame) -> list[str]:
         "",
         "Training seconds until dev macro LAS first reaches a target; dev evaluation is not "
         "training time, and a run that never reaches it counts as ∞. The targets are fixed from "
-        f"the baselines ({', '.join(optimizers.label(b) for b in ttt.BASELINES)}) before SM3 is "
+        f"the baselines ({', '.join(catalog.label(b) for b in ttt.BASELINES)}) before SM3 is "
         "looked at: per protocol and batch, the baseline with the highest median (over seeds) "
         f"best dev LAS sets the level, and the ladder is "
         f"{', '.join(f'{f:g}' for f in ttt.FRACTIONS)} of it. Runs the timing verdicts do not "

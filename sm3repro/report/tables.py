@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from sm3repro.report import optimizers, published
+from sm3repro.optim import catalog
+from sm3repro.report import published
 from sm3repro.report.runs import VALUES
 from sm3repro.report.timing import EAGER_MARK, sm3_ran_eager
 
@@ -72,7 +73,7 @@ def _rows(stats: pd.DataFrame) -> pd.DataFrame:
     """The (optimizer, batch_size) rows to show: the study's grid plus whatever was run."""
     batches = sorted(set(published.BATCH_SIZES) | set(stats.index.get_level_values("batch_size")))
     present = stats.index.get_level_values("optimizer")
-    names = optimizers.ordered([*published.STUDY_NAME, *present])
+    names = catalog.ordered([*published.STUDY_NAME, *present])
     grid = pd.MultiIndex.from_product([names, batches], names=["optimizer", "batch_size"])
     rows = stats.reindex(grid).reset_index()
     rows.insert(1, "study", rows["optimizer"].map(published.STUDY_NAME))
@@ -207,7 +208,7 @@ def display(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
             std = df[col.replace("_mean", "_std")]
             out[header] = [_pm(m, s) for m, s in zip(df[col], std, strict=True)]
         elif col == "optimizer":
-            out[header] = df[col].map(optimizers.label)
+            out[header] = df[col].map(catalog.label)
         else:
             out[header] = df[col].map(_cell)
     return pd.DataFrame(out)

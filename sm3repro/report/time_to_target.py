@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sm3repro.report import optimizers
+from sm3repro.optim import catalog
+from sm3repro.record.schema import DevPoint, EpochRow, RunSummary, Status, metrics_row
 from sm3repro.report.intervals import ALPHA, Ratio, ratio_interval, spent_alpha
 from sm3repro.report.timing import sm3_ran_eager
-from sm3repro.run_record import DevPoint, EpochRow, RunSummary, Status, metrics_row
 
 FRACTIONS = (0.90, 0.95, 0.975, 0.99)
 BASELINES = ("sgd", "adagrad", "adam")
@@ -191,4 +191,4 @@ def _row(protocol: str, batch: int, fraction: float, variant: str, own: pd.Serie
 def label(variant: str) -> str:
     """The optimizer's label, with its sparse-rows implementation named."""
     name, sparse = (variant[: -len(SPARSE)], SPARSE) if variant.endswith(SPARSE) else (variant, "")
-    return optimizers.label(name) + sparse
+    return catalog.label(name) + sparse

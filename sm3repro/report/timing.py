@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sm3repro.resources import CONTENDED_OTHERS_PERCENT, CONTENDED_STEAL_PERCENT
+from sm3repro.run.resources import CONTENDED_OTHERS_PERCENT, CONTENDED_STEAL_PERCENT
 
 # What a contended run's neighbours distort: left out (NaN) before seed means are taken.
 TIMING_COLUMNS = ["runtime_min", "runtime_s", "cpu_percent", "cpu_s_per_1k", "examples_per_s",

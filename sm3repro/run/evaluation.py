@@ -7,8 +7,8 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from sm3repro.dataset import EvalSet, ParserData
 from sm3repro.metrics import attachment_scores
+from sm3repro.parser.dataset import EvalSet, ParserData
 from sm3repro.parser.decode import parse
 
 

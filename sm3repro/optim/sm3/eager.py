@@ -5,7 +5,7 @@ maxima, torch calls bound in advance (:class:`_Plan`), one shared scratch buffer
 (:class:`Workspace`), and no full-size square root for SM3-I. Parameters above
 :data:`_WHOLE_MAX_BYTES` are stepped in pieces of about :data:`_BLOCK_BYTES` (matrices in tiles,
 split by columns when a row is wider than a tile), so the scratch stays a few MiB whatever their
-size or shape. :mod:`sm3repro.optim.sm3_reference` is the plain version these must agree with.
+size or shape. :mod:`sm3repro.optim.sm3.reference` is the plain version these must agree with.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sm3repro.optim.sm3_reference import cover_of as _cover_kind
+from sm3repro.optim.sm3.reference import cover_of as _cover_kind
 
 __all__ = ["Workspace", "dense_step", "sparse_step"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sm3repro.memory.family import theory_state_bytes
-from sm3repro.report import optimizers
+from sm3repro.arms.memory.family import theory_state_bytes
+from sm3repro.optim import catalog
 from sm3repro.report.timing import sm3_ran_eager
 
 MIB = 1024**2
@@ -152,7 +152,7 @@ def judge_claim6(grid: pd.DataFrame, embed_dim: int) -> tuple[str, list[str]]:
                 or math.isnan(them.cost_bytes)
             ):
                 results.append(None)
-                numbers.append(f"b{batch} vs {optimizers.label(other)}: missing")
+                numbers.append(f"b{batch} vs {catalog.label(other)}: missing")
                 continue
             gap = them.cost_bytes - sm3.cost_bytes
             if sm3.state_bytes >= them.state_bytes or gap < -NOISE_BYTES:
@@ -160,7 +160,7 @@ def judge_claim6(grid: pd.DataFrame, embed_dim: int) -> tuple[str, list[str]]:
             else:
                 results.append(True if gap > NOISE_BYTES else None)
             numbers.append(
-                f"b{batch}: SM3-II {sm3.cost_bytes / MIB:+.1f} MiB vs {optimizers.label(other)} "
+                f"b{batch}: SM3-II {sm3.cost_bytes / MIB:+.1f} MiB vs {catalog.label(other)} "
                 f"{them.cost_bytes / MIB:+.1f} MiB (state {sm3.state_bytes / MIB:.2f} vs "
                 f"{them.state_bytes / MIB:.2f} MiB)"
             )
@@ -191,7 +191,7 @@ def theory_targets(grid: pd.DataFrame) -> pd.DataFrame:
             target, ok = "(none)", None
         rows.append(
             {
-                "optimizer": optimizers.label(r.optimizer),
+                "optimizer": catalog.label(r.optimizer),
                 "batch": int(r.batch_size),
                 "parameters": f"{r.parameters / 1e6:.1f}M",
                 "theory MiB": f"{r.theory_bytes / MIB:.1f}",

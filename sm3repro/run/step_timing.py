@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sm3repro.run_record import CalibrationRow, HostSpeed, Phases, StepCost
+from sm3repro.record.schema import CalibrationRow, HostSpeed, Phases, StepCost
 
 PHASES = ("forward", "backward", "optimizer", "rest")
 # The calibration workload: a fixed slice of the training set through a freshly seeded model.

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sm3repro.data.download import EWT_FILES
-from sm3repro.records import RunDir
-from sm3repro.run_record import FINISHED, Status
+from sm3repro.record.folder import RunDir
+from sm3repro.record.schema import FINISHED, Status
 
 # Tiny, single-threaded runs: the box has two shared cores. Two epochs, so that a checkpoint
 # exists between them; logging to W&B only where a case is about W&B.

@@ -1,10 +1,10 @@
 """The memory arm: optimizer memory and step time as the parser is widened, and the largest
 model each optimizer trains under a hard memory budget.
 
-    python -m sm3repro.memory                 # both parts, into results/memory/ (resumable)
-    python -m sm3repro.memory --part grid     # sizes x optimizers x batch sizes only
+    python -m sm3repro.arms.memory                 # both parts, into results/memory/ (resumable)
+    python -m sm3repro.arms.memory --part grid     # sizes x optimizers x batch sizes only
 
-Every measurement is a fresh process (:mod:`sm3repro.memory.cell`) writing one JSON record; a
+Every measurement is a fresh process (:mod:`sm3repro.arms.memory.cell`) writing one JSON record; a
 record that exists and matches its spec is not run again, so an interrupted arm resumes.
 A plain argparse CLI rather than a Hydra config: the arm is a fixed grid over a process
 boundary, with no per-run config tree for Hydra to compose, and its records are not runs.
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from sm3repro.memory.cell import EXIT_OUT_OF_MEMORY
-from sm3repro.memory.family import BUDGET_EMBED_DIMS, GRID_EMBED_DIMS
-from sm3repro.memory.limit import GIB, LimitUnavailable, join_preexec, memory_cgroup
+from sm3repro.arms.memory.cell import EXIT_OUT_OF_MEMORY
+from sm3repro.arms.memory.family import BUDGET_EMBED_DIMS, GRID_EMBED_DIMS
+from sm3repro.arms.memory.limit import GIB, LimitUnavailable, join_preexec, memory_cgroup
+from sm3repro.io import atomic_write_json
 from sm3repro.paths import PACKAGE_DIR, config_dir, ewt_data_dir
-from sm3repro.provenance import provenance
-from sm3repro.records import atomic_write_json
+from sm3repro.record.provenance import provenance
 
 MIB = 1024**2
 IMPORT_ROOT = PACKAGE_DIR.parent  # the folder the sm3repro package is imported from
@@ -74,7 +74,7 @@ def prepare_data(cfg: ArmConfig, n_examples: int) -> Path:
     cell would cost seconds and its memory would blur the cell's)."""
     from omegaconf import OmegaConf
 
-    from sm3repro.dataset import load_data
+    from sm3repro.parser.dataset import load_data
 
     data_cfg = OmegaConf.load(config_dir() / "data" / "ud_ewt.yaml")
     data_cfg.dir = str(Path(cfg.data_dir).resolve())
@@ -122,7 +122,7 @@ def is_done(path: Path, spec: dict[str, Any]) -> bool:
 
 
 def _cell_command(spec: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "sm3repro.memory.cell", json.dumps(spec)]
+    return [sys.executable, "-m", "sm3repro.arms.memory.cell", json.dumps(spec)]
 
 
 def _child_env() -> dict[str, str]:
@@ -205,7 +205,7 @@ def _base_spec(cfg: ArmConfig, data: Path, kind: str) -> dict[str, Any]:
 
 
 def _parameters(embed_dim: int, data: Path) -> int:
-    from sm3repro.memory.family import n_parameters, parameter_shapes
+    from sm3repro.arms.memory.family import n_parameters, parameter_shapes
 
     with np.load(data) as d:
         sizes = [int(d[k]) for k in ("n_words", "n_tags", "n_labels", "n_transitions")]
@@ -256,7 +256,7 @@ def _predicted_rung(cfg: ArmConfig, opt: str, limit_bytes: int, data: Path) -> i
         x, y = np.array(points, dtype=float).T
         slope, intercept = np.polyfit(x, y, 1)
     else:  # no grid yet: weights and gradients (8 B/param), the state in theory, ~450 MiB base
-        from sm3repro.memory.family import parameter_shapes, theory_state_bytes
+        from sm3repro.arms.memory.family import parameter_shapes, theory_state_bytes
 
         with np.load(data) as d:
             sizes = [int(d[k]) for k in ("n_words", "n_tags", "n_labels", "n_transitions")]
@@ -332,7 +332,7 @@ def run_arm(cfg: ArmConfig, part: str = "all") -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     d = ArmConfig()
     p = argparse.ArgumentParser(
-        prog="python -m sm3repro.memory", description=__doc__.split("\n")[0]
+        prog="python -m sm3repro.arms.memory", description=__doc__.split("\n")[0]
     )
     p.add_argument("--part", choices=("all", "grid", "budget"), default="all")
     p.add_argument("--results", type=Path, default=d.results_dir)
@@ -372,8 +372,8 @@ def log_to_wandb(results_dir: Path) -> None:
 
     from omegaconf import OmegaConf
 
-    from sm3repro.report.memory import load_grid
-    from sm3repro.tracking import make_tracker
+    from sm3repro.arms.memory.verdicts import load_grid
+    from sm3repro.run.tracking import make_tracker
 
     logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -2,10 +2,10 @@
 
 Layout follows ``torch/optim/adagrad.py``: the :class:`SM3` class gathers parameters, gradients
 and state, and :func:`sm3` is the functional core that does the arithmetic in place. A step runs
-in one of two implementations: the fused C++ kernel of :mod:`sm3repro.optim.sm3_fused` (one pass
+in one of two implementations: the fused C++ kernel of :mod:`sm3repro.optim.sm3.fused` (one pass
 over each parameter, no full-size scratch) where it builds, else the eager torch ops of
-:mod:`sm3repro.optim.sm3_eager`.
-:mod:`sm3repro.optim.sm3_reference` holds a plain, readable whole step that tests hold both to.
+:mod:`sm3repro.optim.sm3.eager`.
+:mod:`sm3repro.optim.sm3.reference` holds a plain, readable whole step that tests hold both to.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from sm3repro import protocol
-from sm3repro.optim import sm3_eager, sm3_fused
-from sm3repro.optim.sm3_eager import Workspace
-from sm3repro.optim.sm3_reference import cover_of as _cover_kind
-from sm3repro.optim.sm3_reference import sm3_preconditioner
+from sm3repro import study
+from sm3repro.optim.sm3 import eager as sm3_eager
+from sm3repro.optim.sm3 import fused as sm3_fused
+from sm3repro.optim.sm3.eager import Workspace
+from sm3repro.optim.sm3.reference import cover_of as _cover_kind
+from sm3repro.optim.sm3.reference import sm3_preconditioner
 
 __all__ = ["SM3", "sm3", "sm3_preconditioner"]
 
@@ -113,7 +114,7 @@ class SM3(Optimizer):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = protocol.LR,
+        lr: float = study.LR,
         variant: str = "ii",
         cover: str = "dims",
         momentum: float = 0.0,

@@ -15,12 +15,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sm3repro import protocol
+from sm3repro import study
 from sm3repro.data.vocab import LABELS, POS_COLUMNS
 from sm3repro.metrics.attachment import LABEL_OPTIONS, PUNCT_OPTIONS
 from sm3repro.optim.catalog import IMPLS, names, paper_grid, sparse_rows_grid
 from sm3repro.optim.registry import check_optimizer_config
-from sm3repro.optim.sm3 import COVERS
+from sm3repro.optim.sm3.optimizer import COVERS
 from sm3repro.parser.model import ACTIVATION, ACTIVATIONS, DROPOUT
 
 
@@ -50,8 +50,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "chen_manning"
-    embed_dim: int = protocol.EMBED_DIM
-    hidden: list[int] = field(default_factory=lambda: list(protocol.HIDDEN))
+    embed_dim: int = study.EMBED_DIM
+    hidden: list[int] = field(default_factory=lambda: list(study.HIDDEN))
     activation: str = ACTIVATION
     dropout: float = DROPOUT
     word_dropout: float = 0.0
@@ -60,7 +60,7 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float | None = protocol.LR  # None: an lr_table lookup found no entry (validate says so)
+    lr: float | None = study.LR  # None: an lr_table lookup found no entry (validate says so)
     momentum: float | None = None
     eps: float | None = None
     betas: list[float] | None = None
@@ -174,7 +174,7 @@ def validate(cfg: DictConfig) -> None:
     unknown = _unknown_keys(cfg, RunConfig)
     if unknown:
         raise ConfigError(
-            f"unknown config key {unknown[0]}; see conf/ and sm3repro/config.py for the keys"
+            f"unknown config key {unknown[0]}; see conf/ and sm3repro/run/config.py for the keys"
         )
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
@@ -183,7 +183,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.optimizer.lr is None:  # an lr_table lookup found no entry for this cell
         raise ConfigError(
             f"optimizer.lr is unset: lr_table has no lr for {cfg.optimizer.name} at batch "
-            f"{cfg.batch_size} (rerun `python -m sm3repro.report.lr_selection --write-tuned`)"
+            f"{cfg.batch_size} (rerun `python -m sm3repro.arms.lr_selection --write-tuned`)"
         )
     positive = {
         "optimizer.lr": cfg.optimizer.lr,

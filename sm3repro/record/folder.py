@@ -1,4 +1,4 @@
-"""Run records on disk: atomic writes, so a crash never leaves a half-written file."""
+"""One run's folder: its lock, its record files (written atomically) and their checks."""
 
 from __future__ import annotations
 
@@ -8,83 +8,9 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-from sm3repro.run_record import FINISHED, MetricsRow, RunSummary
-
-TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the same folder
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide records from co-workers
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:
-            # A full disk raises ENOSPC from write() with no file name: name the record.
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-# -- run identity ------------------------------------------------------------------------
-# Keys that change how or where a run is logged, not what it computes.
-# lr_table is a lookup table for optimizer.lr: the lr it yields is part of the identity.
-_NOT_IDENTITY = {"results_dir", "cache_dir", "logger", "torch_threads", "log_every",
-                 "checkpoint", "debug", "experiment_name", "optimized_metric", "lr_table",
-                 "dev_evals_per_epoch", "time_phases"}  # fmt: skip
-
-
-# Keys added to the schema after runs were recorded, with their defaults: at the default they
-# are left out of the identity, so adding a key does not change (and redo) every earlier run.
-ADDED_LATER = {"lr_schedule": "constant", "ema_decay": None, "sparse_rows": False,
-               "timing_arm": None}  # fmt: skip
-
-
-def run_identity(config: dict) -> dict:
-    """The part of a resolved config that decides a run's results.
-
-    Data paths enter by file name only, so moving the data folder keeps run ids stable.
-    """
-    ident = {
-        k: v
-        for k, v in config.items()
-        if k not in _NOT_IDENTITY and not (k in ADDED_LATER and v == ADDED_LATER[k])
-    }
-    data = dict(ident.get("data", {}))
-    for split in ("train", "dev", "test", "embeddings"):
-        if data.get(split):
-            data[split] = Path(data[split]).name
-    data.pop("dir", None)
-    ident["data"] = data
-    return ident
-
-
-def run_id_for(config: dict) -> str:
-    """``<optimizer>-b<batch>-s<seed>-<hash>``: readable, and equal for equal configs."""
-    import hashlib
-
-    ident = run_identity(config)
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{config['optimizer']['name']}-b{config['batch_size']}-s{config['seed']}-{digest}"
-
+from sm3repro.io import TMP_SUFFIX, atomic_write_json, atomic_write_text, sha256_file
+from sm3repro.record.schema import FINISHED, MetricsRow, RunSummary
 
 # -- one run's folder --------------------------------------------------------------------
 # Files a finished record vouches for: their digests go into the final summary, so a
@@ -94,16 +20,6 @@ REQUIRED_FILES = ("config.yaml", "metrics.jsonl")  # every record has these, div
 # Written by a run but not committed (.gitignore): a clone lacks them, and a rerun of the same
 # config writes them again, so their absence or change never makes a finished record "damaged".
 RECREATABLE_FILES = ("predictions.conllu",)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _probe_writable(folder: Path) -> None:

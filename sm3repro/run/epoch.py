@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from sm3repro.run_record import Phases, StepRow
-from sm3repro.step_timing import phase_clock
-from sm3repro.tracking import Tracker
-from sm3repro.training_state import TrainingState
+from sm3repro.record.schema import Phases, StepRow
+from sm3repro.run.state import TrainingState
+from sm3repro.run.step_timing import phase_clock
+from sm3repro.run.tracking import Tracker
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""The fused CPU kernel for SM3 (``sm3_kernel.cpp``): built at first use, cached on disk.
+"""The fused CPU kernel for SM3 (``kernel.cpp``): built at first use, cached on disk.
 
 :func:`kernel` compiles the C++ source with ``torch.utils.cpp_extension.load_inline`` into a
 directory keyed by a hash of the source, the compiler flags, torch's and Python's versions and
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
 under a second. The cold build took 34-66 s on this two-core machine lightly loaded and 150-220 s
 under a load average of 10-12, so a cold build says so on stderr when it starts and how long it
-took; ``python -m sm3repro.optim.sm3_fused`` (which ``make install`` runs) builds it ahead. Where no compiler (or ninja) is available,
+took; ``python -m sm3repro.optim.sm3.fused`` (which ``make install`` runs) builds it ahead. Where no compiler (or ninja) is available,
 or ``SM3REPRO_SM3_KERNEL=eager`` is set, :func:`kernel` returns ``None`` (after one warning if
 the build failed) and SM3 runs its eager torch path.
 """
@@ -26,7 +26,7 @@ import torch
 
 __all__ = ["build_seconds", "kernel", "kernel_name"]
 
-_SOURCE = Path(__file__).with_name("sm3_kernel.cpp")
+_SOURCE = Path(__file__).with_name("kernel.cpp")
 # No -ffast-math: linked into a shared library it would flush denormals process-wide. These
 # flags only let the compiler vectorize the max-reductions and skip errno on sqrt.
 _CFLAGS = [
@@ -131,7 +131,7 @@ def build_seconds() -> float | None:
     return _build_seconds
 
 
-if __name__ == "__main__":  # build ahead of the first run: python -m sm3repro.optim.sm3_fused
+if __name__ == "__main__":  # build ahead of the first run: python -m sm3repro.optim.sm3.fused
     if kernel() is None:
         print("sm3repro: SM3's fused kernel is unavailable here; SM3 will run its eager path")
     else:

@@ -1,6 +1,6 @@
 """A plain, readable SM3 step for one parameter, straight from the definitions.
 
-This is what :func:`sm3repro.optim.sm3.sm3` computes, written without any of its speed tricks
+This is what :func:`sm3repro.optim.sm3.optimizer.sm3` computes, written without any of its speed tricks
 (no integer views, no regrouped reductions, no shared scratch, no fused kernel): every
 intermediate is a fresh tensor. Tests check the fast paths against it. With ``g`` the gradient
 and ``mu(r)`` the accumulator of set ``S_r`` of the cover:
@@ -16,7 +16,7 @@ A sparse (row-sparse) gradient is the dense gradient with zero rows, and this re
 on exactly that: ``grad.to_dense()``. The fast path touches only the present rows and must
 give the same result, which holds for every cover when ``momentum == 0`` (a zero row keeps its
 weights and row accumulator, and a column accumulator becomes the max of its old value and the
-touched rows' ``nu``; see :class:`sm3repro.optim.sm3.SM3`).
+touched rows' ``nu``; see :class:`sm3repro.optim.sm3.optimizer.SM3`).
 """
 
 from __future__ import annotations

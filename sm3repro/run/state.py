@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from sm3repro.records import atomic_write_bytes
-from sm3repro.resources import ResourceMeter
-from sm3repro.run_record import EpochRow, MetricsRow, Scores, metrics_row
+from sm3repro.io import atomic_write_bytes
+from sm3repro.record.schema import EpochRow, MetricsRow, Scores, metrics_row
+from sm3repro.run.resources import ResourceMeter
 
 log = logging.getLogger("sm3repro")
 Row = TypeVar("Row")

@@ -6,7 +6,7 @@ so each cell's peak is its own, with no heap history of earlier cells. The recor
 atomically and only once every step has run, so a killed cell (out of memory, Ctrl-C) leaves no
 record, not a half one.
 
-    python -m sm3repro.memory.cell '<json spec>'
+    python -m sm3repro.arms.memory.cell '<json spec>'
 
 The spec: optimizer, lr, embed_dim, batch_size, steps, threads, device, data (the arm's
 feature file), out (the record path) and kind ("grid" or "budget").
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sm3repro.memory.family import HIDDEN
+from sm3repro.arms.memory.family import HIDDEN
+from sm3repro.io import atomic_write_json
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
-from sm3repro.provenance import provenance
-from sm3repro.records import atomic_write_json
+from sm3repro.record.provenance import provenance
 
 # Exit status of a cell that ran out of memory in a way Python could see (an allocator error,
 # e.g. under RLIMIT_AS); a cell killed by the kernel's OOM killer dies by SIGKILL instead.
@@ -152,7 +152,7 @@ def _is_allocation_failure(error: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m sm3repro.memory.cell '<json spec>'", file=sys.stderr)
+        print("usage: python -m sm3repro.arms.memory.cell '<json spec>'", file=sys.stderr)
         return 2
     spec = json.loads(args[0])
     try:

@@ -1,0 +1,1 @@
+"""Experiment arms beyond one run: lr selection and the memory arm."""

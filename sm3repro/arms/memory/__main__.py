@@ -1,0 +1,5 @@
+import sys
+
+from sm3repro.arms.memory.arm import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Run records: the schema, one run's folder and identity, and provenance."""

@@ -1,0 +1,1 @@
+"""One training run: config, data in, train loop, evaluation, resources, tracking, state."""
