@@ -41,6 +41,7 @@ test-fast: data
 lint: $(PY)
 	$(PY) -m ruff check sm3repro tests scripts
 	$(PY) -m ruff format --check sm3repro tests scripts
+	$(VENV)/bin/lint-imports
 
 # The study end to end: data, the paper grid (5 optimizers x batch 64, 512 x 3 seeds), report.
 # Resumable: rerun it and finished runs are skipped, an interrupted one resumes from its checkpoint.

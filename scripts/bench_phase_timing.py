@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    train._tune_malloc()
-    data = train._load_data_once(cfg)
+    train.tune_malloc()
+    data = train.load_data_once(cfg)
     state, impl = train.build(cfg, data, "bench-phase-timing")
     features = torch.from_numpy(data.features)
     gold = torch.from_numpy(data.gold.astype(np.int64))

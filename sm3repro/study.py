@@ -7,3 +7,5 @@ these values from here; ``python -m sm3repro.train --cfg job`` shows them in a c
 LR = 0.01  # one learning rate for every optimizer and batch size
 EMBED_DIM = 50  # Chen & Manning (2014)'s parser, which the study keeps
 HIDDEN = (200, 200)
+BATCH_SIZES = (64, 512)  # Table I's; claims are judged at both
+EPOCHS = 10

@@ -199,7 +199,7 @@ def test_main_returns_the_configured_dev_metric_never_test(tmp_path, ewt_dir, mo
 
     # In process: keep glibc's trim threshold as it was, or later RSS tests in this pytest
     # process see freed memory reused instead of new pages.
-    monkeypatch.setattr(train, "_tune_malloc", lambda: None)
+    monkeypatch.setattr(train, "tune_malloc", lambda: None)
 
     overrides = [*SMALL, "epochs=2", "logger=none", f"data.dir={ewt_dir}",
                  f"results_dir={tmp_path / 'results'}", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip

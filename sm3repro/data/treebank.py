@@ -16,6 +16,8 @@ from pathlib import Path
 import conllu
 from conllu.parser import ParseException, parse_id_value, parse_int_value
 
+from sm3repro.io import atomic_write_text
+
 N_COLUMNS = 10
 ID, FORM, LEMMA, UPOS, XPOS, FEATS, HEAD, DEPREL, DEPS, MISC = range(N_COLUMNS)
 
@@ -103,56 +105,16 @@ def read_treebank(path: str | os.PathLike) -> list[Sentence]:
     """Read and validate every sentence of a CoNLL-U or CoNLL-X file."""
     path = Path(path)
     sentences: list[Sentence] = []
-    rows: list[list[str]] = []
+    rows: list[tuple[int, list[str]]] = []  # (line number, columns) of the open sentence
     comments: list[str] = []
-    first_line = 0
     saw_content = False
-
-    def close(line_no: int) -> None:
-        nonlocal rows, comments
-        if not rows:
-            comments = []
-            return
-        heads = []
-        n = len(rows)
-        for lineno, cols in rows:
-            try:
-                head = parse_int_value(cols[HEAD])
-            except ParseException:
-                head = None
-            if head is None:
-                raise TreebankError(path, lineno, f"HEAD {cols[HEAD]!r} is not an integer")
-            if not 0 <= head <= n:
-                raise TreebankError(
-                    path, lineno, f"HEAD {head} is out of range: the sentence has {n} words"
-                )
-            if head == int(cols[ID]):
-                raise TreebankError(path, lineno, f"token {head} has itself as HEAD (self-loop)")
-            heads.append(head)
-        problem = _tree_problem(heads)
-        if problem:
-            raise TreebankError(path, first_line, problem)
-        sentences.append(
-            Sentence(
-                forms=[c[FORM] for _, c in rows],
-                lemmas=[c[LEMMA] for _, c in rows],
-                upos=[c[UPOS] for _, c in rows],
-                xpos=[c[XPOS] for _, c in rows],
-                heads=heads,
-                deprels=[c[DEPREL] for _, c in rows],
-                comments=comments,
-                line=first_line,
-                feats=[c[FEATS] for _, c in rows],
-            )
-        )
-        rows, comments = [], []
-
-    text = _read_text(path)
     line_no = 0
-    for line_no, raw in enumerate(text.split("\n"), start=1):
+    for line_no, raw in enumerate(_read_text(path).split("\n"), start=1):
         line = raw.rstrip("\r")
         if not line.strip():
-            close(line_no)
+            if rows:
+                sentences.append(_sentence(path, rows, comments))
+            rows, comments = [], []
             continue
         saw_content = True
         if line.startswith("#"):
@@ -160,35 +122,76 @@ def read_treebank(path: str | os.PathLike) -> list[Sentence]:
                 raise TreebankError(path, line_no, "comment line inside a sentence")
             comments.append(line.rstrip())
             continue
-        cols = line.split("\t")
-        if len(cols) != N_COLUMNS:
-            raise TreebankError(
-                path, line_no, f"expected {N_COLUMNS} tab-separated columns, found {len(cols)}"
-            )
-        try:
-            token_id = parse_id_value(cols[ID])
-        except ParseException:
-            token_id = None
-        if token_id is None:
-            raise TreebankError(path, line_no, f"ID {cols[ID]!r} is not a valid token ID")
-        if isinstance(token_id, tuple):  # multiword token (3-4) or empty node (8.1)
-            continue
-        expected = len(rows) + 1
-        if token_id != expected:
-            kind = "duplicate" if token_id < expected else "skipped"
-            raise TreebankError(
-                path, line_no, f"token ID {token_id} out of sequence ({kind}): expected {expected}"
-            )
-        if not rows:
-            first_line = line_no
-        rows.append((line_no, cols))
-    close(line_no + 1)  # a missing final blank line is tolerated
-
+        cols = _token_columns(path, line_no, line, expected=len(rows) + 1)
+        if cols is not None:
+            rows.append((line_no, cols))
+    if rows:  # a missing final blank line is tolerated
+        sentences.append(_sentence(path, rows, comments))
     if not saw_content:
         raise TreebankError(path, None, "the file is empty")
     if not sentences:
         raise TreebankError(path, None, "the file has no sentences (only comments)")
     return sentences
+
+
+def _token_columns(path: Path, line_no: int, line: str, expected: int) -> list[str] | None:
+    """A token line's columns; None for a multiword token (3-4) or an empty node (8.1)."""
+    cols = line.split("\t")
+    if len(cols) != N_COLUMNS:
+        raise TreebankError(
+            path, line_no, f"expected {N_COLUMNS} tab-separated columns, found {len(cols)}"
+        )
+    try:
+        token_id = parse_id_value(cols[ID])
+    except ParseException:
+        token_id = None
+    if token_id is None:
+        raise TreebankError(path, line_no, f"ID {cols[ID]!r} is not a valid token ID")
+    if isinstance(token_id, tuple):
+        return None
+    if token_id != expected:
+        kind = "duplicate" if token_id < expected else "skipped"
+        raise TreebankError(
+            path, line_no, f"token ID {token_id} out of sequence ({kind}): expected {expected}"
+        )
+    return cols
+
+
+def _sentence(path: Path, rows: list[tuple[int, list[str]]], comments: list[str]) -> Sentence:
+    """One sentence from its token rows, with its heads checked to form a tree."""
+    heads = [_head(path, lineno, cols, len(rows)) for lineno, cols in rows]
+    first_line = rows[0][0]
+    problem = _tree_problem(heads)
+    if problem:
+        raise TreebankError(path, first_line, problem)
+    column = [cols for _, cols in rows]
+    return Sentence(
+        forms=[c[FORM] for c in column],
+        lemmas=[c[LEMMA] for c in column],
+        upos=[c[UPOS] for c in column],
+        xpos=[c[XPOS] for c in column],
+        heads=heads,
+        deprels=[c[DEPREL] for c in column],
+        comments=comments,
+        line=first_line,
+        feats=[c[FEATS] for c in column],
+    )
+
+
+def _head(path: Path, lineno: int, cols: list[str], n_words: int) -> int:
+    try:
+        head = parse_int_value(cols[HEAD])
+    except ParseException:
+        head = None
+    if head is None:
+        raise TreebankError(path, lineno, f"HEAD {cols[HEAD]!r} is not an integer")
+    if not 0 <= head <= n_words:
+        raise TreebankError(
+            path, lineno, f"HEAD {head} is out of range: the sentence has {n_words} words"
+        )
+    if head == int(cols[ID]):
+        raise TreebankError(path, lineno, f"token {head} has itself as HEAD (self-loop)")
+    return head
 
 
 def write_conllu(
@@ -221,6 +224,4 @@ def write_conllu(
         )
         body = tokens.serialize()
         chunks.append("".join(c + "\n" for c in sent.comments) + body)
-    from sm3repro.io import atomic_write_text  # local import: records imports nothing heavy
-
     atomic_write_text(path, "".join(chunks))

@@ -54,6 +54,41 @@ def attachment_scores(
     """
     _check_option("punct", punct, PUNCT_OPTIONS)
     _check_option("labels", labels, LABEL_OPTIONS)
+    _check_lengths(gold, pred_heads, pred_deprels)
+    lengths = np.fromiter((len(s) for s in gold), dtype=np.int64, count=len(gold))
+    n_tokens = int(lengths.sum())
+    gold_heads = np.fromiter((h for s in gold for h in s.heads), dtype=np.int64, count=n_tokens)
+    heads = np.fromiter((int(h) for hs in pred_heads for h in hs), dtype=np.int64, count=n_tokens)
+    head_ok = gold_heads == heads
+    label_ok = head_ok & _relation_ok(gold, pred_deprels, labels, n_tokens)
+    scored = _scored(gold, punct, n_tokens)
+
+    # Per-sentence counts with one bincount each over the sentence index of every token.
+    sent_of_token = np.repeat(np.arange(len(gold)), lengths)
+    per_sent = np.bincount(sent_of_token, weights=scored, minlength=len(gold))
+    uas_sent = np.bincount(sent_of_token, weights=head_ok & scored, minlength=len(gold))
+    las_sent = np.bincount(sent_of_token, weights=label_ok & scored, minlength=len(gold))
+    has_tokens = per_sent > 0
+    total = int(scored.sum())
+    if total == 0:  # nothing to score: no meaningful accuracy
+        nan = float("nan")
+        return {"uas_micro": nan, "las_micro": nan, "uas_macro": nan, "las_macro": nan,
+                "tokens": 0, "sentences": 0}  # fmt: skip
+    return {
+        "uas_micro": float(uas_sent.sum() / total),
+        "las_micro": float(las_sent.sum() / total),
+        "uas_macro": float(np.mean(uas_sent[has_tokens] / per_sent[has_tokens])),
+        "las_macro": float(np.mean(las_sent[has_tokens] / per_sent[has_tokens])),
+        "tokens": total,
+        "sentences": int(has_tokens.sum()),
+    }
+
+
+def _check_lengths(
+    gold: Sequence[Sentence],
+    pred_heads: Sequence[Sequence[int]],
+    pred_deprels: Sequence[Sequence[str]],
+) -> None:
     if not len(gold) == len(pred_heads) == len(pred_deprels):
         raise ValueError(
             f"{len(gold)} gold sentences but {len(pred_heads)} predicted head lists "
@@ -66,58 +101,29 @@ def attachment_scores(
                 f"and {len(rels)} predicted relations"
             )
 
-    lengths = np.fromiter((len(s) for s in gold), dtype=np.int64, count=len(gold))
-    n_tokens = int(lengths.sum())
-    gold_heads = np.fromiter((h for s in gold for h in s.heads), dtype=np.int64, count=n_tokens)
-    heads = np.fromiter((int(h) for hs in pred_heads for h in hs), dtype=np.int64, count=n_tokens)
-    head_ok = gold_heads == heads
 
-    # Relations are compared as Python strings (cheap at this size: ~25k tokens take a few ms);
-    # only tokens with the right head can count for LAS.
+def _relation_ok(
+    gold: Sequence[Sentence], pred_deprels: Sequence[Sequence[str]], labels: str, n_tokens: int
+) -> np.ndarray:
+    """Per token: is the predicted relation the gold one (up to the first ":" if universal)?
+    Compared as Python strings: ~25k tokens take a few ms."""
     if labels == "universal":
         gold_rels = (r.split(":", 1)[0] for s in gold for r in s.deprels)
         rels = (r.split(":", 1)[0] for rs in pred_deprels for r in rs)
     else:
         gold_rels = (r for s in gold for r in s.deprels)
         rels = (r for rs in pred_deprels for r in rs)
-    rel_ok = np.fromiter(
+    return np.fromiter(
         (g == p for g, p in zip(gold_rels, rels, strict=True)), dtype=bool, count=n_tokens
     )
-    label_ok = head_ok & rel_ok
 
+
+def _scored(gold: Sequence[Sentence], punct: str, n_tokens: int) -> np.ndarray:
+    """Per token: does it count (punctuation left out as ``punct`` says)?"""
     if punct == "include":
-        scored = np.ones(n_tokens, dtype=bool)
-    elif punct == "upos":
-        scored = np.fromiter((u != "PUNCT" for s in gold for u in s.upos), bool, count=n_tokens)
-    else:
-        scored = np.fromiter(
-            (x not in PTB_PUNCT_TAGS for s in gold for x in s.xpos), bool, count=n_tokens
-        )
-
-    # Per-sentence counts with one bincount each over the sentence index of every token.
-    sent_of_token = np.repeat(np.arange(len(gold)), lengths)
-    per_sent = np.bincount(sent_of_token, weights=scored, minlength=len(gold))
-    uas_sent = np.bincount(sent_of_token, weights=head_ok & scored, minlength=len(gold))
-    las_sent = np.bincount(sent_of_token, weights=label_ok & scored, minlength=len(gold))
-    has_tokens = per_sent > 0
-
-    total = int(scored.sum())
-    n_sents = int(has_tokens.sum())
-    if total == 0:  # nothing to score: no meaningful accuracy
-        nan = float("nan")
-        return {
-            "uas_micro": nan,
-            "las_micro": nan,
-            "uas_macro": nan,
-            "las_macro": nan,
-            "tokens": 0,
-            "sentences": 0,
-        }
-    return {
-        "uas_micro": float(uas_sent.sum() / total),
-        "las_micro": float(las_sent.sum() / total),
-        "uas_macro": float(np.mean(uas_sent[has_tokens] / per_sent[has_tokens])),
-        "las_macro": float(np.mean(las_sent[has_tokens] / per_sent[has_tokens])),
-        "tokens": total,
-        "sentences": n_sents,
-    }
+        return np.ones(n_tokens, dtype=bool)
+    if punct == "upos":
+        return np.fromiter((u != "PUNCT" for s in gold for u in s.upos), bool, count=n_tokens)
+    return np.fromiter(
+        (x not in PTB_PUNCT_TAGS for s in gold for x in s.xpos), bool, count=n_tokens
+    )

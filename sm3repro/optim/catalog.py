@@ -11,7 +11,8 @@ one entry here plus its yaml.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -58,6 +59,11 @@ class OptimizerSpec:
     # Its sparse-row step is faster than its fastest dense step (scripts/bench_optim.py, parser
     # shapes, batch 64): its fastest exact implementation, the second tier of claim 3.
     sparse_rows_faster: bool = False
+    # Its state in theory, in float32 values (the memory arm's theory line): ``state_slots``
+    # per parameter, or with ``factored_state`` one per row and per column of each matrix and
+    # one per element of a vector. None: not declared, so the memory arm shows no theory for it.
+    state_slots: int | None = None
+    factored_state: bool = False
 
     def __post_init__(self) -> None:
         if not self.impls:
@@ -69,6 +75,15 @@ class OptimizerSpec:
         from hydra.utils import get_class
 
         return get_class(self.target)
+
+    def theory_state_bytes(self, shapes: Iterable[Sequence[int]]) -> int | None:
+        """Its state for parameters of ``shapes`` by its definition, in float32 bytes (None:
+        not declared). Per-tensor step counters are left out: a few bytes per tensor."""
+        if self.factored_state:
+            return 4 * sum(sum(s) if len(s) >= 2 else math.prod(s) for s in shapes)
+        if self.state_slots is None:
+            return None
+        return 4 * self.state_slots * sum(math.prod(s) for s in shapes)
 
     def fused_devices(self) -> frozenset[str]:
         """Device types its fused kernel runs on (empty: none)."""
@@ -104,6 +119,7 @@ _SPECS = (
         style={"color": "tab:red"},
         fixed={"variant": "ii"},
         impls=SM3_IMPLS,
+        factored_state=True,  # one accumulator per row and per column (per element of a vector)
         fused=frozenset({"cpu"}),  # its own C++ kernel (sm3repro.optim.sm3.fused), CPU only
         study_row=True,
         paper_grid=True,
@@ -118,6 +134,7 @@ _SPECS = (
         style={"color": "tab:orange", "linestyle": "--"},
         fixed={"variant": "i"},
         impls=SM3_IMPLS,
+        factored_state=True,
         fused=frozenset({"cpu"}),
         paper_grid=True,
     ),
@@ -129,6 +146,7 @@ _SPECS = (
         keys=frozenset({"momentum", "weight_decay"}),
         label="SGD",
         style={"color": "tab:gray"},
+        state_slots=0,  # without momentum
         fused=True,
         study_row=True,
         paper_grid=True,
@@ -140,6 +158,7 @@ _SPECS = (
         keys=frozenset({"eps", "weight_decay"}),
         label="Adagrad",
         style={"color": "tab:green"},
+        state_slots=1,  # the sum of squared gradients
         fused=frozenset({"cpu"}),  # torch's fused Adagrad is CPU-only
         study_row=True,
         paper_grid=True,
@@ -150,6 +169,7 @@ _SPECS = (
         keys=frozenset({"betas", "eps", "weight_decay"}),
         label="Adam",
         style={"color": "tab:blue"},
+        state_slots=2,  # first and second moments
         fused=True,
         study_row=True,
         paper_grid=True,
@@ -163,6 +183,7 @@ _SPECS = (
         keys=frozenset({"weight_decay"}),
         label="Adafactor",
         style={"color": "tab:purple", "linestyle": ":"},
+        factored_state=True,  # torch's, without momentum: row and column factors per matrix
     ),
 )
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sm3repro.data.treebank import Sentence, read_treebank
 from sm3repro.data.vocab import TreebankView, Vocab
+from sm3repro.io import sha256_file
 from sm3repro.parser.features import cache_key, load_or_build, oracle_examples
 from sm3repro.parser.transitions import EncodedCorpus, encode
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -52,7 +44,7 @@ def load_data(cfg: DictConfig, cache_dir: str | Path | None) -> ParserData:
         dev, test = dev[: cfg.max_eval_sentences], test[: cfg.max_eval_sentences]
     view = TreebankView(pos_column=cfg.pos_column, labels=cfg.labels, lowercase=cfg.lowercase)
     vocab = Vocab.build(train, view, cfg.min_word_freq)
-    checksums = {split: sha256_of(cfg[split]) for split in ("train", "dev", "test")}
+    checksums = {split: sha256_file(cfg[split]) for split in ("train", "dev", "test")}
     t1 = time.perf_counter()
 
     projective = [s for s in train if s.is_projective()]
@@ -90,3 +82,18 @@ def load_data(cfg: DictConfig, cache_dir: str | Path | None) -> ParserData:
         test=EvalSet(test, encode(test, vocab)),
         stats=stats,
     )
+
+
+_DATA_MEMO: dict[str, ParserData] = {}
+
+
+def load_data_once(cfg: DictConfig) -> ParserData:
+    """A multirun trains many configs in one process: read and featurize the data once."""
+    key = OmegaConf.to_yaml(cfg.data, resolve=True)
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()  # keep one data set in memory, not one per sweep value
+        _DATA_MEMO[key] = load_data(cfg.data, cfg.cache_dir)
+        return _DATA_MEMO[key]
+    data = _DATA_MEMO[key]
+    data.stats = {**data.stats, "read_s": 0.0, "featurize_s": 0.0, "reused_in_process": True}
+    return data

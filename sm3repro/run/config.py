@@ -88,15 +88,17 @@ class RunConfig:
     batch_size: int = 512
     epochs: int = 10
     seed: int = 0
-    torch_threads: int = 2
-    device: str = "cpu"
-    results_dir: str = "results"
-    cache_dir: str = "cache"
-    experiment_name: str = "default"
-    log_every: int = 100
-    checkpoint: bool = True
-    debug: bool = False
-    optimized_metric: str = "final.dev.las_macro"  # what train.main returns to a sweeper
+    torch_threads: int = 2  # pinned: unpinned OpenMP threads on a busy 2-core box ruin timings
+    device: str = "cpu"  # the study measures CPU; "cuda" when asked and available
+    results_dir: str = "results"  # conf/config.yaml: $SM3REPRO_RESULTS, else results
+    cache_dir: str = "cache"  # conf/config.yaml: $SM3REPRO_CACHE, else cache
+    experiment_name: str = "default"  # the W&B group and the report's label for the sweep
+    log_every: int = 100  # steps between logged losses (per-step logging slows a small model)
+    checkpoint: bool = True  # model, optimizer and RNG state after every epoch (resumable)
+    debug: bool = False  # tracebacks instead of one-line errors
+    # What train.main returns to a Hydra sweeper (Optuna, ...): a DEV score, never test.
+    # {final,best_dev}.dev.{las,uas}_{macro,micro}; best_dev: the epoch of highest dev LAS micro.
+    optimized_metric: str = "final.dev.las_macro"
     # Added after the study's sweep was recorded: they enter a run's id only when set away
     # from these defaults (records.ADDED_LATER), so earlier records keep their ids.
     lr_schedule: str = "constant"  # per-step decay to 0 by the last step: linear or cosine
@@ -176,6 +178,23 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"unknown config key {unknown[0]}; see conf/ and sm3repro/run/config.py for the keys"
         )
+    _check_values(cfg)
+    try:  # keys that do not apply to the optimizer, and the optimizer class's own value checks
+        check_optimizer_config(cfg.optimizer)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    _check_files(cfg)
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device='cuda' was asked for but no CUDA device is available; use device=cpu"
+            )
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Choices from fixed sets, and the ranges numbers must lie in."""
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed and not (value is None and key in NULLABLE):
@@ -210,10 +229,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ema_decay={cfg.ema_decay} must be in (0, 1) or null")
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
-    try:  # keys that do not apply to the optimizer, and the optimizer class's own value checks
-        check_optimizer_config(cfg.optimizer)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+
+
+def _check_files(cfg: DictConfig) -> None:
     for split in ("train", "dev", "test"):
         path = Path(cfg.data[split])
         if path.is_dir():
@@ -229,10 +247,3 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"data.{split}={str(path)!r}: no such file{hint}")
     if cfg.data.embeddings is not None and not Path(cfg.data.embeddings).is_file():
         raise ConfigError(f"data.embeddings={cfg.data.embeddings!r}: no such file")
-    if cfg.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "device='cuda' was asked for but no CUDA device is available; use device=cpu"
-            )

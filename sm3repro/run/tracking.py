@@ -47,9 +47,6 @@ class Tracker:
 
     enabled = False
 
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        pass
-
     def log_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         pass
 
@@ -165,9 +162,6 @@ class WandbTracker(Tracker):
     def _log(self, what: str, row: dict[str, Any]) -> None:
         self._guard(what, lambda: self.run.log(row, step=self._step))
 
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        self._guard("config", lambda: self.run.config.update(_plain(config), allow_val_change=True))
-
     def log_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         self._step = max(self._step, int(step))
         self._log("log", _prefixed("train/", metrics))
@@ -245,50 +239,21 @@ def make_tracker(
     Tracker, with a warning, when W&B cannot start, so training continues and the local
     record stays complete."""
     global _online_failure
-    name = str((cfg or {}).get("name") or "none").lower()
-    if name in ("none", "null"):
+    mode = _wandb_mode(cfg, job_type)
+    if mode is None:
         return Tracker()
-    if name != "wandb":
-        raise ValueError(f"logger.name must be 'wandb' or 'none', got {name!r}")
-    if job_type is not None and job_type not in JOB_TYPES:
-        raise ValueError(f"job_type must be one of {', '.join(JOB_TYPES)}, got {job_type!r}")
-    mode = resolve_wandb_mode(cfg.get("mode"))
-    if mode == "disabled":
-        return Tracker()  # do not even import wandb
-    if mode == "online" and _online_failure is not None:
-        # Without network every init waits init_timeout; do not pay that for every job
-        # of a sweep run in this process.
-        _warn(f"W&B online skipped: it already failed in this process ({_online_failure})")
-        return Tracker()
-
-    directory = Path(directory)
     try:
         import wandb
 
-        directory.mkdir(parents=True, exist_ok=True)
-        settings = wandb.Settings(
-            init_timeout=float(cfg.get("init_timeout") or 30),
-            silent=True,
-            console="off",  # the run's own log is on disk; console capture wraps stdout
-            save_code=False,
-            disable_code=True,
-            x_disable_stats=True,  # no system-metrics sampler: it would distort our CPU%
-        )
+        Path(directory).mkdir(parents=True, exist_ok=True)
         run = wandb.init(
-            project=cfg.get("project") or "sm3repro",
-            entity=cfg.get("entity") or None,
-            group=group,
-            job_type=job_type,
-            tags=list(tags),
-            name=run_name,
-            id=wandb_safe_id(run_id),
-            resume="allow",
-            config=_plain(config),
-            dir=str(directory),
+            project=cfg.get("project") or "sm3repro", entity=cfg.get("entity") or None,
+            group=group, job_type=job_type, tags=list(tags), name=run_name,
+            id=wandb_safe_id(run_id), resume="allow", config=_plain(config), dir=str(directory),
             mode=mode,
             reinit="finish_previous",  # several runs in one process (Hydra multirun)
-            settings=settings,
-        )
+            settings=_wandb_settings(wandb, cfg),
+        )  # fmt: skip
         try:
             return WandbTracker(run, wandb)
         except Exception:
@@ -300,6 +265,55 @@ def make_tracker(
             _online_failure = problem
         _warn(f"W&B ({mode}) could not start, continuing without it: {problem}")
         return Tracker()
+
+
+def _wandb_mode(cfg: Mapping[str, Any] | None, job_type: str | None) -> str | None:
+    """The W&B mode to start in, or None where no W&B run should start."""
+    name = str((cfg or {}).get("name") or "none").lower()
+    if name in ("none", "null"):
+        return None
+    if name != "wandb":
+        raise ValueError(f"logger.name must be 'wandb' or 'none', got {name!r}")
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise ValueError(f"job_type must be one of {', '.join(JOB_TYPES)}, got {job_type!r}")
+    mode = resolve_wandb_mode(cfg.get("mode"))
+    if mode == "disabled":
+        return None  # do not even import wandb
+    if mode == "online" and _online_failure is not None:
+        # Without network every init waits init_timeout; do not pay that for every job
+        # of a sweep run in this process.
+        _warn(f"W&B online skipped: it already failed in this process ({_online_failure})")
+        return None
+    return mode
+
+
+def _wandb_settings(wandb: Any, cfg: Mapping[str, Any]) -> Any:
+    return wandb.Settings(
+        init_timeout=float(cfg.get("init_timeout") or 30),
+        silent=True,
+        console="off",  # the run's own log is on disk; console capture wraps stdout
+        save_code=False,
+        disable_code=True,
+        x_disable_stats=True,  # no system-metrics sampler: it would distort our CPU%
+    )
+
+
+def side_run_tracker(job_type: str, config: Mapping[str, Any], group: str) -> Tracker:
+    """A W&B run beside the training runs (the report's, the memory arm's), named
+    ``<job_type>-<UTC stamp>``, with conf/logger/wandb.yaml's settings: offline unless
+    WANDB_MODE says otherwise, like the training runs."""
+    from datetime import UTC, datetime
+
+    from omegaconf import OmegaConf
+
+    from sm3repro.paths import config_dir
+
+    logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
+    name = f"{job_type}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    return make_tracker(
+        logger_cfg, run_name=name, run_id=name, config=config, group=group, tags=[job_type],
+        directory=str(logger_cfg.get("dir", ".")), job_type=job_type,
+    )  # fmt: skip
 
 
 def _warn(message: str) -> None:

@@ -13,7 +13,6 @@ folder), ``_train`` (restore, then per epoch ``train_epoch``, ``evaluate_epoch``
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from sm3repro.data.treebank import TreebankError, write_conllu
 from sm3repro.io import atomic_write_text
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.optim.registry import sparse_rows_config
-from sm3repro.parser.dataset import ParserData, load_data
+from sm3repro.parser.dataset import ParserData, load_data_once
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.paths import config_dir
 from sm3repro.record.folder import RunDir, RunLocked
@@ -52,7 +51,7 @@ from sm3repro.run import sweep_summary
 from sm3repro.run.config import ConfigError, validate  # importing it registers the schema
 from sm3repro.run.epoch import DevPointHook, EpochTraining, train_epoch
 from sm3repro.run.evaluation import evaluate
-from sm3repro.run.resources import ResourceMeter, contention
+from sm3repro.run.resources import ResourceMeter, contention, tune_malloc
 from sm3repro.run.state import (
     ELAPSED_KEYS,
     TrainingState,
@@ -68,34 +67,8 @@ log = logging.getLogger("sm3repro")
 CONF_DIR = str(config_dir())  # conf/ in a checkout, sm3repro/conf in a wheel
 
 
-def _tune_malloc() -> None:
-    """Keep glibc from returning the embedding gradient to the OS after every step (it was
-    page-faulted back each time: ~70% slower steps at batch 64)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def _sigterm_as_exit(signum, frame) -> None:  # noqa: ARG001
     raise SystemExit(128 + signum)  # unwinds through finally blocks (W&B finish, lock release)
-
-
-_DATA_MEMO: dict[str, ParserData] = {}
-
-
-def _load_data_once(cfg: DictConfig) -> ParserData:
-    """A multirun trains many configs in one process: read and featurize the data once."""
-    key = OmegaConf.to_yaml(cfg.data, resolve=True)
-    if key not in _DATA_MEMO:
-        _DATA_MEMO.clear()  # keep one data set in memory, not one per sweep value
-        _DATA_MEMO[key] = load_data(cfg.data, cfg.cache_dir)
-        return _DATA_MEMO[key]
-    data = _DATA_MEMO[key]
-    data.stats = {**data.stats, "read_s": 0.0, "featurize_s": 0.0, "reused_in_process": True}
-    return data
 
 
 def _fault_hook(point: str, epoch: int | None = None) -> None:
@@ -125,7 +98,7 @@ def run(cfg: DictConfig) -> dict:
                 sweep_summary.note(record.run_id, "skipped")
                 return _skip(record, previous)
         log.info("run %s: loading data", record.run_id)
-        data = _load_data_once(cfg)
+        data = load_data_once(cfg)
         state, optimizer_impl = build(cfg, data, record.run_id)
         _fault_hook("kill_before_run_folder")
         record.create()  # only now: a run stopped while loading or building leaves no folder
@@ -379,7 +352,7 @@ def _score_test(
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    _tune_malloc()
+    tune_malloc()
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
     try:
         summary = run(cfg)

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from sm3repro import study
 from sm3repro.arms.memory.cell import EXIT_OUT_OF_MEMORY
 from sm3repro.arms.memory.family import BUDGET_EMBED_DIMS, GRID_EMBED_DIMS
 from sm3repro.arms.memory.limit import GIB, LimitUnavailable, join_preexec, memory_cgroup
 from sm3repro.io import atomic_write_json
+from sm3repro.optim.catalog import names
 from sm3repro.paths import PACKAGE_DIR, config_dir, ewt_data_dir
 from sm3repro.record.provenance import provenance
 
@@ -42,10 +44,10 @@ IDENTITY = ("optimizer", "lr", "embed_dim", "batch_size", "steps", "device", "li
 @dataclass
 class ArmConfig:
     results_dir: Path = Path("results/memory")
-    optimizers: Sequence[str] = ("sgd", "adagrad", "adam", "adafactor", "sm3_i", "sm3_ii")
-    lr: float = 0.01  # the study's, for every optimizer
+    optimizers: Sequence[str] = field(default_factory=names)  # every optimizer in the catalog
+    lr: float = study.LR  # the study's, for every optimizer
     embed_dims: Sequence[int] = GRID_EMBED_DIMS
-    batch_sizes: Sequence[int] = (64, 512)
+    batch_sizes: Sequence[int] = study.BATCH_SIZES
     # Step 1 allocates the state and warms up; steps 2-4 are timed (median). Few steps: the
     # arm measures memory, and a 200M-parameter batch-512 step takes seconds on 2 cores.
     steps: int = 4
@@ -368,22 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def log_to_wandb(results_dir: Path) -> None:
     """The arm's records as one W&B run (job type ``memory``): its grid as a table and every
     record file as an artifact. Offline unless WANDB_MODE=online, like the training runs."""
-    from datetime import UTC, datetime
-
-    from omegaconf import OmegaConf
-
     from sm3repro.arms.memory.verdicts import load_grid
-    from sm3repro.run.tracking import make_tracker
+    from sm3repro.run.tracking import side_run_tracker
 
-    logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     memory_dir = Path(results_dir)
     records = sorted(memory_dir.glob("*/*.json"))
-    tracker = make_tracker(
-        logger_cfg, run_name=f"memory-{stamp}", run_id=f"memory-{stamp}",
-        config={"results": str(memory_dir)}, group="memory", tags=["memory"],
-        directory=str(logger_cfg.get("dir", ".")), job_type="memory",
-    )  # fmt: skip
+    tracker = side_run_tracker("memory", {"results": str(memory_dir)}, group="memory")
+    stamp = tracker.run.name.removeprefix("memory-") if tracker.enabled else "offline"
     with tracker:
         grid = load_grid(memory_dir)
         if not grid.empty:

@@ -27,27 +27,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sm3repro.arms.memory.family import HIDDEN
 from sm3repro.io import atomic_write_json
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.record.provenance import provenance
+from sm3repro.run.resources import proc_status_bytes
+from sm3repro.study import HIDDEN
 
 # Exit status of a cell that ran out of memory in a way Python could see (an allocator error,
 # e.g. under RLIMIT_AS); a cell killed by the kernel's OOM killer dies by SIGKILL instead.
 EXIT_OUT_OF_MEMORY = 3
-
-
-def proc_status_bytes(field: str) -> int | None:
-    """A ``/proc/self/status`` memory field (VmHWM, VmPeak, VmData, ...) in bytes."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _sync(device: torch.device) -> None:
@@ -61,13 +50,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     device = torch.device(spec["device"])
-    with np.load(spec["data"]) as data:
-        features = torch.from_numpy(data["features"].astype(np.int64)).to(device)
-        gold = torch.from_numpy(data["gold"].astype(np.int64)).to(device)
-        sizes = {k: int(data[k]) for k in ("n_words", "n_tags", "n_labels", "n_transitions")}
-    batch, steps = spec["batch_size"], spec["steps"]
-    if len(gold) < batch * steps:
-        raise ValueError(f"the arm's data has {len(gold)} examples, {batch * steps} needed")
+    features, gold, sizes = _load_examples(spec, device)
     model = ChenManningParser(
         sizes["n_words"], sizes["n_tags"], sizes["n_labels"], sizes["n_transitions"],
         embed_dim=spec["embed_dim"], hidden=HIDDEN,
@@ -77,9 +60,55 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    step_s, optimizer_s, losses = _train(model, optimizer, features, gold, spec, device)
+    # The first step allocates the optimizer's state and pays one-off costs: time the rest.
+    timed = slice(1, None) if spec["steps"] > 1 else slice(None)
+    workspace = getattr(optimizer, "_workspace", None)  # SM3's scratch, outside its state
+    return {
+        "status": "completed", "kind": spec["kind"], "spec": spec,
+        "optimizer": spec["optimizer"], "optimizer_impl": impl, "embed_dim": spec["embed_dim"],
+        "hidden": list(HIDDEN), "batch_size": spec["batch_size"], "steps": spec["steps"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameter_shapes": [list(p.shape) for p in model.parameters()],
+        "state_bytes": optimizer_state_bytes(optimizer),
+        "scratch_bytes": workspace.nbytes() if workspace is not None else None,
+        **_memory_fields(device),
+        "step_s": step_s, "optimizer_step_s": optimizer_s,
+        "step_s_median": statistics.median(step_s[timed]),
+        "optimizer_step_s_median": statistics.median(optimizer_s[timed]),
+        "losses": losses, "wall_s": time.perf_counter() - started,
+        "device": str(device), "threads": spec["threads"],
+        # Spinning OpenMP workers wreck step times on a shared machine; say which was used.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "pid": os.getpid(), "data": sizes,
+        "provenance": {
+            **provenance(), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    }  # fmt: skip
 
+
+def _load_examples(
+    spec: dict[str, Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """The arm's feature file: features, gold transitions and the vocabulary sizes."""
+    with np.load(spec["data"]) as data:
+        features = torch.from_numpy(data["features"].astype(np.int64)).to(device)
+        gold = torch.from_numpy(data["gold"].astype(np.int64)).to(device)
+        sizes = {k: int(data[k]) for k in ("n_words", "n_tags", "n_labels", "n_transitions")}
+    needed = spec["batch_size"] * spec["steps"]
+    if len(gold) < needed:
+        raise ValueError(f"the arm's data has {len(gold)} examples, {needed} needed")
+    return features, gold, sizes
+
+
+def _train(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor,
+    gold: torch.Tensor, spec: dict[str, Any], device: torch.device,
+) -> tuple[list[float], list[float], list[float]]:  # fmt: skip
+    """Step times, optimizer-step times and losses of ``spec["steps"]`` training steps."""
+    batch = spec["batch_size"]
     step_s, optimizer_s, losses = [], [], []
-    for b in range(steps):
+    for b in range(spec["steps"]):
         x, y = features[b * batch : (b + 1) * batch], gold[b * batch : (b + 1) * batch]
         _sync(device)
         t0 = time.perf_counter()
@@ -94,25 +123,11 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         step_s.append(t2 - t0)
         optimizer_s.append(t2 - t1)
         losses.append(loss.item())
+    return step_s, optimizer_s, losses
 
-    # The first step allocates the optimizer's state and pays one-off costs: time the rest.
-    timed = slice(1, None) if steps > 1 else slice(None)
-    workspace = getattr(optimizer, "_workspace", None)  # SM3's scratch, outside its state
-    shapes = [list(p.shape) for p in model.parameters()]
+
+def _memory_fields(device: torch.device) -> dict[str, int | None]:
     return {
-        "status": "completed",
-        "kind": spec["kind"],
-        "spec": spec,
-        "optimizer": spec["optimizer"],
-        "optimizer_impl": impl,
-        "embed_dim": spec["embed_dim"],
-        "hidden": list(HIDDEN),
-        "batch_size": batch,
-        "steps": steps,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "parameter_shapes": shapes,
-        "state_bytes": optimizer_state_bytes(optimizer),
-        "scratch_bytes": workspace.nbytes() if workspace is not None else None,
         "peak_rss_bytes": proc_status_bytes("VmHWM"),
         "peak_virtual_bytes": proc_status_bytes("VmPeak"),
         "data_segment_bytes": proc_status_bytes("VmData"),
@@ -123,22 +138,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "cuda_max_memory_allocated": (
             torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         ),
-        "step_s": step_s,
-        "optimizer_step_s": optimizer_s,
-        "step_s_median": statistics.median(step_s[timed]),
-        "optimizer_step_s_median": statistics.median(optimizer_s[timed]),
-        "losses": losses,
-        "wall_s": time.perf_counter() - started,
-        "device": str(device),
-        "threads": spec["threads"],
-        # Spinning OpenMP workers wreck step times on a shared machine; say which was used.
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "pid": os.getpid(),
-        "data": sizes,
-        "provenance": {
-            **provenance(),
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
     }
 
 

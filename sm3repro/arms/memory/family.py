@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sm3repro import study
+from sm3repro.optim.catalog import CATALOG
 from sm3repro.parser.features import N_LABEL_FEATURES, N_TAG_FEATURES, N_WORD_FEATURES
 
-HIDDEN = (200, 200)  # the study's hidden widths, kept at every size
 N_FEATURES = N_WORD_FEATURES + N_TAG_FEATURES + N_LABEL_FEATURES  # 48
 # Embedding widths of the main grid: the study's parser (50 -> 989,803 parameters on EWT)
 # and four wider ones, geometrically spaced up to 200.7M parameters.
@@ -31,7 +32,7 @@ def parameter_shapes(
     embed_dim: int, n_words: int, n_tags: int, n_labels: int, n_transitions: int
 ) -> list[tuple[int, ...]]:
     """Shapes of ChenManningParser's parameters, in module order (embeddings, layers)."""
-    h1, h2 = HIDDEN
+    h1, h2 = study.HIDDEN  # the study's hidden widths, kept at every size
     return [
         (n_words, embed_dim),
         (n_tags, embed_dim),
@@ -50,21 +51,7 @@ def n_parameters(shapes: Sequence[Shape]) -> int:
 
 
 def theory_state_bytes(optimizer: str, shapes: Sequence[Shape]) -> int | None:
-    """Optimizer state in float32 bytes by the optimizers' definitions (None: unknown name).
-
-    SGD without momentum keeps nothing; Adagrad one sum of squares per parameter; Adam two
-    moments per parameter; SM3 one accumulator per row and per column of each matrix (the sum
-    of its dims) and a full one for vectors; Adafactor (torch's, no momentum) a row and a column
-    factor per matrix and a full second moment for vectors. Per-tensor step counters are left
-    out: a few bytes per tensor.
-    """
-    numel = n_parameters(shapes)
-    if optimizer == "sgd":
-        return 0
-    if optimizer == "adagrad":
-        return 4 * numel
-    if optimizer == "adam":
-        return 8 * numel
-    if optimizer in ("sm3_i", "sm3_ii", "adafactor"):
-        return 4 * sum(sum(s) if len(s) >= 2 else math.prod(s) for s in shapes)
-    return None
+    """Optimizer state in float32 bytes by the optimizer's definition, as its catalog entry
+    declares it (None: an unknown name, or no declared state)."""
+    spec = CATALOG.get(optimizer)
+    return None if spec is None else spec.theory_state_bytes(shapes)

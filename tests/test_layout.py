@@ -1,0 +1,67 @@
+"""The package's shape, checked: the size limits the code keeps, no import cycles between its
+modules, the layers data flows through (pyproject.toml's import-linter contract, run by
+`make lint`), and scripts that stand on the package alone."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "sm3repro"
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_no_module_over_the_line_limit() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in _modules()
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}  # fmt: skip
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_over_the_line_limit() -> None:
+    long = {}
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = n
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    # Every import counts, function-level ones too: a lazy import is still a dependency.
+    return grimp.build_graph("sm3repro", exclude_type_checking_imports=True)
+
+
+def test_no_import_cycles(graph: grimp.ImportGraph) -> None:
+    cycles = set()
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            back = graph.find_shortest_chain(importer=imported, imported=importer)
+            if back:
+                cycles.add(" -> ".join((importer, *back)))
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
+
+
+def test_the_cycle_check_sees_a_cycle(graph: grimp.ImportGraph) -> None:
+    copy = graph.copy()
+    copy.add_import(importer="sm3repro.io", imported="sm3repro.run.train")
+    assert copy.find_shortest_chain(importer="sm3repro.run.train", imported="sm3repro.io")
+    assert copy.find_shortest_chain(importer="sm3repro.io", imported="sm3repro.run.train")
+
+
+def test_scripts_never_import_tests() -> None:
+    pattern = re.compile(r"^\s*(from|import)\s+tests\b|[\"']tests[\"']\s*\)", re.M)
+    offenders = [p.name for p in (ROOT / "scripts").glob("*.py") if pattern.search(p.read_text())]
+    assert not offenders, f"scripts importing from tests/: {offenders}"
