@@ -3,6 +3,7 @@ name the offending key."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import fields
 
@@ -47,7 +48,26 @@ def test_catalog_holds_the_studys_rows_and_the_registry_builds_its_names() -> No
     assert set(OPTIMIZERS) == set(CATALOG)
     # The study's four optimizers (SM3 stands in as SM3-II) and the sweep that adds SM3-I.
     assert study_rows() == ("sm3_ii", "sgd", "adagrad", "adam")
-    assert paper_grid() == ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
+    # The paper grid: the study's rows, SM3-I, and any optimizer an entry adds to it (never
+    # hand-listed), in catalog order.
+    assert {"sm3_ii", "sm3_i", "sgd", "adagrad", "adam"} <= set(paper_grid())
+    assert paper_grid() == tuple(n for n in CATALOG if CATALOG[n].paper_grid)
+
+
+# A 30 x 7 matrix and a 5-vector: 215 parameters; 30 + 7 rows and columns, 5 vector entries.
+@pytest.mark.parametrize(
+    "name, expected",
+    [("sgd", 0), ("adagrad", 4 * 215), ("adam", 8 * 215), ("sm3_ii", 4 * (37 + 5)),
+     ("sm3_i", 4 * (37 + 5)), ("adafactor", 4 * (37 + 5))],
+)  # fmt: skip
+def test_theory_state_follows_the_optimizers_definition(name: str, expected: int) -> None:
+    """The memory arm's theory line, from the entry."""
+    assert CATALOG[name].theory_state_bytes([(30, 7), (5,)]) == expected
+
+
+def test_an_entry_without_declared_state_has_no_theory() -> None:
+    spec = dataclasses.replace(CATALOG["adam"], name="undeclared", state_slots=None)
+    assert spec.theory_state_bytes([(30, 7)]) is None
 
 
 def test_catalog_keys_are_the_schemas_hyperparameters() -> None:
