@@ -100,12 +100,27 @@ SCOPES: dict[str, Scope] = {
     "train": Scope(
         modules={
             "sm3repro/run/train.py": ("evaluate_epoch", "_resources", "_score_test"),
-            "sm3repro/training_state.py": ("TrainingState.note_dev", "weight_average"),
+            "sm3repro/run/state.py": ("TrainingState.note_dev", "weight_average"),
             "sm3repro/parser/model.py": ("ChenManningParser.__init__", "ChenManningParser.embed"),
         },
         tests=("tests/test_selection_and_averaging.py", "tests/test_measurements.py"),
         target=0.80,
         timeout_s=900,
+    ),
+    # the memory arm's verdicts: theory lines (the catalog's state per optimizer), the
+    # tolerances they are judged by, and the budget table
+    "memory_verdicts": Scope(
+        modules={"sm3repro/arms/memory/verdicts.py": (), "sm3repro/arms/memory/family.py": ()},
+        tests=("tests/test_memory_arm.py",),
+        target=0.90,
+        timeout_s=600,
+    ),
+    # lr selection: the ladder, the settled rule, the choices and the tuned yaml
+    "lr_selection": Scope(
+        modules={"sm3repro/arms/lr_selection.py": ()},
+        tests=("tests/test_lr_selection.py",),
+        target=0.90,
+        timeout_s=300,
     ),
 }
 
