@@ -114,6 +114,7 @@ SCOPES: dict[str, Scope] = {
         tests=("tests/test_memory_arm.py",),
         target=0.90,
         timeout_s=600,
+        pytest_args=("-m", "not slow"),  # the arm's own processes: minutes, not verdicts
     ),
     # lr selection: the ladder, the settled rule, the choices and the tuned yaml
     "lr_selection": Scope(
