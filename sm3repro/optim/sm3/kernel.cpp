@@ -1,4 +1,4 @@
-// One-pass SM3 steps on CPU for sm3repro.optim.sm3.fused (built with torch's cpp_extension).
+// One-pass SM3 steps on CPU for sm3repro.optim.sm3_fused (built with torch's cpp_extension).
 //
 // A parameter is viewed as a (rows, cols) matrix; `col` is an undefined tensor for the row
 // cover. Each kernel reads the gradient and the parameter once, writes the parameter once, and
