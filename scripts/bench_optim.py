@@ -51,6 +51,7 @@ from sm3repro.data.vocab import TreebankView, Vocab  # noqa: E402
 from sm3repro.optim import SM3, optimizer_state_bytes  # noqa: E402
 from sm3repro.optim.catalog import CATALOG  # noqa: E402
 from sm3repro.optim.sm3 import fused as sm3_fused  # noqa: E402
+from sm3repro.optim.sm3.optimizer import kernel_for  # noqa: E402
 from sm3repro.parser.features import N_WORD_FEATURES, oracle_examples  # noqa: E402
 from sm3repro.parser.model import ChenManningParser  # noqa: E402
 from sm3repro.parser.transitions import encode  # noqa: E402
@@ -95,8 +96,8 @@ def candidates() -> list[tuple[str, Callable[[list[nn.Parameter]], torch.optim.O
         ("torch Adam (fused)", lambda ps: torch.optim.Adam(ps, lr=LR, fused=True)),
         ("SM3-I", lambda ps: SM3(ps, lr=LR, variant="i")),
         ("SM3-II", lambda ps: SM3(ps, lr=LR, variant="ii")),
-        ("SM3-I (eager)", lambda ps: SM3(ps, lr=LR, variant="i", kernel="eager")),
-        ("SM3-II (eager)", lambda ps: SM3(ps, lr=LR, variant="ii", kernel="eager")),
+        ("SM3-I (forloop)", lambda ps: SM3(ps, lr=LR, variant="i", impl="forloop")),
+        ("SM3-II (forloop)", lambda ps: SM3(ps, lr=LR, variant="ii", impl="forloop")),
     ]
     try:
         from pytorch_optimizer import SM3 as PeerSM3
@@ -186,13 +187,13 @@ def _rss(key: str) -> int:
     raise KeyError(key)
 
 
-def sm3_scratch_bytes(shapes: list[tuple[int, ...]], variant: str, kernel: str) -> int:
+def sm3_scratch_bytes(shapes: list[tuple[int, ...]], variant: str, impl: str) -> int:
     """Peak resident memory of two SM3 steps above everything allocated before them (the
     parameters, gradients and state): SM3's scratch, whichever path runs. Linux only."""
     params = [nn.Parameter(torch.zeros(s)) for s in shapes]
     for param in params:
         param.grad = torch.full_like(param, 0.5)
-    optimizer = SM3(params, lr=LR, variant=variant, kernel=kernel)
+    optimizer = SM3(params, lr=LR, variant=variant, impl=impl)
     optimizer.step()  # allocates the state
     gc.collect()
     # Hand free heap memory back to the OS first: a step reusing it would not grow the RSS.
@@ -201,7 +202,7 @@ def sm3_scratch_bytes(shapes: list[tuple[int, ...]], variant: str, kernel: str) 
     before = _rss("VmRSS")
     optimizer.step()
     optimizer.step()
-    return max(_rss("VmHWM") - before, optimizer._workspace.nbytes())
+    return _rss("VmHWM") - before  # SM3 holds no scratch between steps: the peak is all of it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     print("shapes: " + ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
     print(f"{n_params:,} parameters (float32)")
     kernel_start = time.perf_counter()
-    kernel = sm3_fused.kernel()
+    kernel = kernel_for("fastest")
     print(
-        f"SM3 kernel: {'fused-cpp' if kernel else 'eager (fused kernel unavailable)'}, "
+        f"SM3 impl=fastest runs: {'fused' if kernel else 'forloop (fused kernel unavailable)'}, "
         f"ready in {time.perf_counter() - kernel_start:.1f} s (cold build "
         f"{'this run' if sm3_fused.build_seconds() and sm3_fused.build_seconds() > 5 else 'cached'})"
     )
@@ -284,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         run["median_ms"] = statistics.median(run["times"]) * 1e3
         run["state_bytes"] = optimizer_state_bytes(run["optimizer"])
-        workspace = getattr(run["optimizer"], "_workspace", None)  # SM3's scratch, not state
-        run["scratch_bytes"] = workspace.nbytes() if workspace is not None else None
     base = by_label["torch Adagrad (default)"]
     adam = by_label["torch Adam (default)"]
 
@@ -304,17 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['label']:<26}{run['median_ms']:>9.3f}{run['x_adagrad']:>10.2f}x"
             f"{run['state_bytes']:>14,}{run['pct_adam']:>8.2f}%{run['pct_adagrad']:>10.2f}%"
         )
-    for run in runs:
-        if run["scratch_bytes"] is not None:
-            print(
-                f"{run['label']}: plus {run['scratch_bytes']:,} bytes of reusable scratch buffers "
-                "outside its state (eager path: one buffer up to the largest parameter of at most "
-                "4 MiB, and small reduction buffers; the fused kernel needs none)"
-            )
 
     fused_adagrad = by_label["torch Adagrad (fused)"]
     print()
-    for name in ("SM3-I", "SM3-II", "SM3-I (eager)", "SM3-II (eager)"):
+    for name in ("SM3-I", "SM3-II", "SM3-I (forloop)", "SM3-II (forloop)"):
         run = by_label[name]
         run["x_fused_adagrad"] = run["median_ms"] / fused_adagrad["median_ms"]
         print(f"{name:<26}{run['x_fused_adagrad']:>9.2f}x torch Adagrad (fused)")
@@ -381,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
             "200 x 518,400 matrix": [(200, 518_400)],
         }
         for case, case_shapes in cases.items():
-            for variant, kernel in itertools.product(("i", "ii"), ("auto", "eager")):
-                name = f"SM3-{variant.upper()}" + (" (eager)" if kernel == "eager" else "")
-                got = sm3_scratch_bytes(case_shapes, variant, kernel)
+            for variant, impl in itertools.product(("i", "ii"), ("fastest", "forloop")):
+                name = f"SM3-{variant.upper()}" + (" (forloop)" if impl == "forloop" else "")
+                got = sm3_scratch_bytes(case_shapes, variant, impl)
                 scratch[f"{name} {case}"] = got
                 print(f"{name} scratch outside its state, {case}: {got:,} bytes")
                 checks.append(
@@ -442,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
                         "state_bytes",
                         "pct_adam",
                         "pct_adagrad",
-                        "scratch_bytes",
                     )
                     if key in run
                 }

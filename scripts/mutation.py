@@ -89,7 +89,7 @@ SCOPES: dict[str, Scope] = {
         target=0.90,
         timeout_s=600,
     ),
-    # the eager fallback (no compiler): its blocked loops and cached plans
+    # the forloop fallback (no compiler, or a parameter the kernel cannot take): its tiles
     "sm3_eager": Scope(
         modules={"sm3repro/optim/sm3/eager.py": ()},
         tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),

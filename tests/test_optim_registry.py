@@ -20,16 +20,17 @@ from sm3repro.optim import (
     build_optimizer,
     check_optimizer_config,
     optimizer_state_bytes,
-    sm3_fused,
 )
-from sm3repro.optim.catalog import IMPLS, KEYS, paper_grid, study_rows
+from sm3repro.optim.catalog import IMPLS, KEYS, SM3_IMPLS, paper_grid, study_rows
 from sm3repro.optim.registry import sparse_rows_config
+from sm3repro.optim.sm3.optimizer import kernel_for
 from sm3repro.run.config import OptimizerConfig
 
 
-def auto_kernel_label() -> str:  # noqa: N802
-    """What SM3's "auto" kernel runs here: the fused kernel where it builds, else eager."""
-    return "fused-cpp" if sm3_fused.kernel() is not None else "eager"
+def fastest_sm3() -> str:
+    """What SM3's impl=fastest runs here, as run records name it: fused where the kernel builds
+    (and SM3REPRO_SM3_KERNEL does not switch it off), else forloop."""
+    return "fused" if kernel_for("fastest") is not None else "forloop"
 
 
 def small_model() -> nn.Module:
@@ -83,7 +84,9 @@ def test_every_catalog_entry_is_complete(name: str) -> None:
     arguments = inspect.signature(spec.cls.__init__).parameters
     assert set(spec.keys) | set(spec.fixed) <= set(arguments), spec.target
     assert ("fused" in spec.impls) == bool(spec.fused_devices())
-    if spec.fused and spec.cls is not SM3:  # SM3's own kernel is chosen by its `kernel` argument
+    if spec.cls is SM3:  # SM3 takes the config's impl as it is
+        assert "impl" in arguments and spec.impls == SM3_IMPLS
+    elif spec.fused:
         assert "fused" in arguments
 
 
@@ -99,8 +102,9 @@ def test_every_name_builds_and_steps(name: str, impl: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     if spec.cls is SM3:
         assert optimizer.defaults["variant"] == spec.fixed["variant"]
+        assert optimizer.defaults["impl"] == impl
         assert label == (
-            f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims, kernel={auto_kernel_label()})"
+            f"sm3repro.SM3(variant={spec.fixed['variant']}, cover=dims, impl={fastest_sm3()})"
         )
         return
     # CPU float parameters: torch's fused kernel applies wherever the class has one.
@@ -114,11 +118,15 @@ def test_every_name_builds_and_steps(name: str, impl: str) -> None:
 @pytest.mark.parametrize("impl", IMPLS)
 def test_impls_outside_the_entry_are_rejected_with_the_key(name: str, impl: str) -> None:
     cfg = {"name": name, "impl": impl}
-    if impl == "fused" and CATALOG[name].cls is SM3 and sm3_fused.kernel() is None:
+    if impl == "fused" and CATALOG[name].cls is SM3 and fastest_sm3() == "forloop":
         with pytest.raises(ValueError, match=r"optimizer\.impl=fused: .*could not be built"):
             build_optimizer(small_model().parameters(), cfg)
     elif impl in CATALOG[name].impls:
-        build_optimizer(small_model().parameters(), cfg)
+        optimizer, label = build_optimizer(small_model().parameters(), cfg)
+        if CATALOG[name].cls is SM3:  # the config's impl reaches SM3 unchanged
+            assert optimizer.defaults["impl"] == impl
+            ran = "forloop" if impl == "forloop" else fastest_sm3()
+            assert label.endswith(f", impl={ran})")
     else:
         with pytest.raises(ValueError, match=rf"optimizer\.impl={impl} .*optimizer\.name={name}"):
             build_optimizer(small_model().parameters(), cfg)
@@ -152,7 +160,7 @@ def test_hydra_style_config_is_accepted() -> None:
         1e-8,
         "singleton",
     )
-    assert label == f"sm3repro.SM3(variant=ii, cover=singleton, kernel={auto_kernel_label()})"
+    assert label == f"sm3repro.SM3(variant=ii, cover=singleton, impl={fastest_sm3()})"
 
 
 def test_options_reach_torch_optimizers() -> None:

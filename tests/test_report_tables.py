@@ -224,6 +224,11 @@ EAGER_IMPL = "sm3repro.SM3(variant=ii, cover=dims, kernel=eager)"
             False,
         ),
         ("sm3repro.SM3(variant=i, cover=dims); word embedding: sparse rows", True),
+        # since impl named what ran
+        ("sm3repro.SM3(variant=ii, cover=dims, impl=fused)", False),
+        ("sm3repro.SM3(variant=i, cover=rows, impl=fused); word embedding: sparse rows", False),
+        ("sm3repro.SM3(variant=ii, cover=dims, impl=forloop)", True),
+        ("sm3repro.SM3(variant=ii, cover=dims, impl=mixed)", True),
         ("torch.optim.Adam(fused=True)", False),
         (None, False),
         (float("nan"), False),

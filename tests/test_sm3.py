@@ -241,7 +241,8 @@ def test_hand_worked_sm3_ii() -> None:
     "shape", [(10000, 7), (3, 1000), (3000, 30, 2), (37, 5, 11), (2, 3, 4, 5), (1, 9)]
 )
 def test_float32_fast_path_matches_reference(variant: str, shape: tuple[int, ...]) -> None:
-    """The integer-view and regrouped reductions give the reference's accumulators and steps."""
+    """float32 (the kernel where it builds, else forloop) gives the reference's accumulators and
+    steps, computed in float64."""
     gen = torch.Generator().manual_seed(5)
     param = nn.Parameter(torch.randn(shape, generator=gen))
     optimizer = SM3([param], lr=0.01, variant=variant)
@@ -564,18 +565,19 @@ def test_param_groups_may_choose_their_variant() -> None:
 
 # -- every implementation against the readable reference --------------------------------------
 
-IMPLEMENTATIONS = [pytest.param("fused", marks=needs_fused_kernel), "eager", "eager-blocked"]
+IMPLEMENTATIONS = [pytest.param("fused", marks=needs_fused_kernel), "forloop", "forloop-tiles"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """SM3's kernel argument; "eager-blocked" steps every parameter in tiny blocks: 40 bytes
-    are 5 float64s, so a (9, 7) matrix goes in column blocks of 5 and 2, an (8, 1) one in row
-    blocks of 5 and 3, and a (5, 3, 4) tensor a leading-dimension slice at a time."""
-    if request.param == "eager-blocked":
-        monkeypatch.setattr(sm3_eager, "_WHOLE_MAX_BYTES", 0)
+    """SM3's impl; "forloop-tiles" steps every parameter in tiny tiles: 40 bytes are 5 float64s,
+    so a (9, 7) matrix goes in tiles one row high and 5 and 2 columns wide (rows outermost), a
+    (4, 9) one likewise but columns outermost (9 > 4: the row accumulator is gathered across
+    tiles), an (8, 1) one in row blocks of 5 and 3, and a (5, 3, 4) tensor a row of 4 at a
+    time. Untiled, each of them is one tile."""
+    if request.param == "forloop-tiles":
         monkeypatch.setattr(sm3_eager, "_BLOCK_BYTES", 40)
-        return "eager"
+        return "forloop"
     return request.param
 
 
@@ -592,7 +594,7 @@ def row_sparse(grad: torch.Tensor, rows: list[int]) -> torch.Tensor:
 @pytest.mark.parametrize("variant", ["i", "ii"])
 @pytest.mark.parametrize("cover", ["dims", "rows", "singleton"])
 @pytest.mark.parametrize("momentum", [0.0, 0.3])
-@pytest.mark.parametrize("shape", [(9, 7), (5, 3, 4), (6,), (), (8, 1)])
+@pytest.mark.parametrize("shape", [(9, 7), (4, 9), (5, 3, 4), (6,), (), (8, 1)])
 def test_fast_paths_equal_the_reference_step(
     implementation: str, variant: str, cover: str, momentum: float, shape: tuple[int, ...]
 ) -> None:
@@ -606,7 +608,7 @@ def test_fast_paths_equal_the_reference_step(
         cover=cover,
         momentum=momentum,
         eps=0.01 if cover == "rows" else 0.0,
-        kernel=implementation,
+        impl=implementation,
     )
     reference = param.detach().clone()
     ref_accs = ref_buf = None
@@ -667,15 +669,20 @@ def test_reference_momentum_is_the_documented_moving_average() -> None:
 @needs_fused_kernel
 def test_fused_kernel_reports_itself() -> None:
     param = nn.Parameter(torch.zeros(3, 2))
-    assert SM3([param], kernel="fused").implementation == "fused-cpp"
-    assert SM3([param]).implementation == "fused-cpp"  # "auto" takes it where it builds
+    assert SM3([param], impl="fused").implementation == "fused"
+    assert SM3([param]).implementation == "fused"  # "fastest" takes it where it builds
+    assert SM3([param], impl="default").implementation == "fused"
+    mixed = SM3(
+        [{"params": [param]}, {"params": [nn.Parameter(torch.zeros(2))], "impl": "forloop"}]
+    )
+    assert mixed.implementation == "mixed"
 
 
-def test_without_a_compiler_sm3_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_compiler_sm3_falls_back_to_forloop(monkeypatch: pytest.MonkeyPatch) -> None:
     param = nn.Parameter(torch.zeros(3, 2))
-    assert SM3([param], kernel="eager").implementation == "eager"
-    with pytest.raises(ValueError, match="kernel"):
-        SM3([param], kernel="cuda")
+    assert SM3([param], impl="forloop").implementation == "forloop"
+    with pytest.raises(ValueError, match="impl"):
+        SM3([param], impl="cuda")
 
     def no_compiler(*args: object, **kwargs: object) -> None:
         raise RuntimeError("Error building extension: c++: not found")
@@ -688,24 +695,77 @@ def test_without_a_compiler_sm3_falls_back_to_eager(monkeypatch: pytest.MonkeyPa
         assert sm3_fused.kernel.__wrapped__() is None  # the uncached builder
     monkeypatch.setattr(sm3_fused, "kernel", lambda: None)
     optimizer = SM3([param])
-    assert optimizer.implementation == "eager"
+    assert optimizer.implementation == "forloop"
     param.grad = torch.ones(3, 2)
     optimizer.step()
     assert torch.allclose(param.detach(), torch.full((3, 2), -0.01))
     with pytest.raises(RuntimeError, match="could not be built"):
-        SM3([param], kernel="fused")
+        SM3([param], impl="fused")
 
 
-@pytest.mark.parametrize("kernel", ["eager", pytest.param("fused", marks=needs_fused_kernel)])
-def test_the_kernel_choice_survives_pickling_and_deepcopy(kernel: str) -> None:
+def test_the_environment_overrides_fastest_and_switches_the_kernel_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SM3REPRO_SM3_KERNEL=forloop (or its old spelling, eager) makes fastest and default run
+    forloop and impl=fused an error, without building anything; an unknown value is an error."""
+    from sm3repro.optim.sm3.optimizer import kernel_for
+
+    def no_build() -> None:
+        raise AssertionError("the kernel was asked for")
+
+    monkeypatch.setattr(sm3_fused, "kernel", no_build)
     param = nn.Parameter(torch.zeros(3, 2))
-    optimizer = SM3([param], kernel=kernel)
+    for value in ("forloop", "eager", " Forloop "):
+        monkeypatch.setenv("SM3REPRO_SM3_KERNEL", value)
+        assert kernel_for("fastest") is None and kernel_for("default") is None
+        assert SM3([param]).implementation == "forloop"
+        with pytest.raises(RuntimeError, match="switched it off"):
+            SM3([param], impl="fused")
+    monkeypatch.setenv("SM3REPRO_SM3_KERNEL", "cuda")
+    with pytest.raises(ValueError, match="SM3REPRO_SM3_KERNEL=cuda"):
+        kernel_for("fastest")
+    monkeypatch.setenv("SM3REPRO_SM3_KERNEL", "fused")
+    monkeypatch.setattr(sm3_fused, "kernel", lambda: None)
+    with pytest.raises(RuntimeError, match="could not be built"):
+        kernel_for("fastest")  # fused is demanded, so its absence is an error
+    assert kernel_for("forloop") is None  # an explicit forloop needs no kernel
+    for value in ("", "fastest", "default", "auto"):  # no override
+        monkeypatch.setenv("SM3REPRO_SM3_KERNEL", value)
+        assert kernel_for("fastest") is None  # the stubbed kernel is unavailable: no error
+
+
+@pytest.mark.parametrize("impl", ["forloop", pytest.param("fused", marks=needs_fused_kernel)])
+def test_the_impl_survives_pickling_and_deepcopy(impl: str) -> None:
+    param = nn.Parameter(torch.zeros(3, 2))
+    optimizer = SM3([param], impl=impl)
     param.grad = torch.ones(3, 2)
     optimizer.step()
     for restored in (pickle.loads(pickle.dumps(optimizer)), copy.deepcopy(optimizer)):
-        assert restored.defaults["kernel"] == kernel
-        assert restored.implementation == optimizer.implementation
-        assert restored.implementation == ("eager" if kernel == "eager" else "fused-cpp")
+        assert restored.defaults["impl"] == impl
+        assert restored.param_groups[0]["impl"] == impl
+        assert restored.implementation == optimizer.implementation == impl
+
+
+def test_optimizers_saved_before_impl_load_with_their_kernel_as_impl() -> None:
+    """State saved (or an optimizer pickled) before impl named the choice carries
+    kernel=auto|fused|eager: it loads as impl fastest, fused and forloop."""
+    param = nn.Parameter(torch.zeros(3, 2))
+    optimizer = SM3([param], impl="forloop")
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:
+        del group["impl"]
+        group["kernel"] = "eager"
+    fresh = SM3([param])  # impl fastest: what the old group says must win, as any saved value
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["impl"] == "forloop" and "kernel" not in fresh.param_groups[0]
+    state = copy.deepcopy(optimizer.__getstate__())
+    for group in (state["defaults"], *state["param_groups"]):
+        del group["impl"]
+        group["kernel"] = "auto"
+    old = SM3.__new__(SM3)
+    old.__setstate__(state)
+    assert old.defaults["impl"] == old.param_groups[0]["impl"] == "fastest"
+    assert "kernel" not in old.defaults
 
 
 def test_a_cold_kernel_build_says_so_on_stderr_and_a_cached_one_is_silent(
@@ -739,23 +799,37 @@ def test_fused_kernel_refuses_tensors_that_do_not_fit() -> None:
     assert kernel is not None
     param, grad = torch.zeros(4, 3), torch.ones(4, 3)
     row, col = torch.zeros(4), torch.zeros(3)
-    kernel.sm3_step(param, grad, row, col, None, None, 1, 3, True, 0.1, 0.0, 0.0)
+    fits = {
+        "param": param, "grad": grad, "row_acc": row, "col_acc": col, "buf": None,
+        "rows_index": None, "cover": "dims", "cols": 3, "variant": "ii", "lr": 0.1,
+        "momentum": 0.0, "eps": 0.0,
+    }  # fmt: skip
+    kernel.sm3_step(**fits)
     assert torch.all(param < 0)
     cases = [
-        ((param, grad, torch.zeros(3), col, None, None, 1, 3), "row accumulator"),
-        ((param, grad, row, torch.zeros(2), None, None, 1, 3), "one number per column"),
-        ((param, grad, row, None, None, None, 1, 3), "dims cover only"),
-        ((param, torch.ones(5, 3), row, col, None, None, 1, 3), "parameter's size"),
-        ((param, grad, row, col, None, None, 1, 5), "cols must divide"),
-        ((param, grad, row, col, torch.zeros(3), None, 1, 3), "momentum buffer"),
-        ((param, grad, row, col, None, torch.tensor([0]), 1, 3), "one gradient row per index"),
-        ((param, grad, torch.zeros(12), None, None, None, 3, 3), "kind must be"),
+        ({"row_acc": torch.zeros(3)}, "row accumulator"),
+        ({"col_acc": torch.zeros(2)}, "one number per column"),
+        ({"col_acc": None}, "dims cover only"),
+        ({"cover": "rows"}, "dims cover only"),
+        ({"grad": torch.ones(5, 3)}, "parameter's size"),
+        ({"cols": 5}, "cols must divide"),
+        ({"buf": torch.zeros(3)}, "momentum buffer"),
+        ({"rows_index": torch.tensor([0])}, "one gradient row per index"),
+        ({"row_acc": torch.zeros(12), "col_acc": None, "cover": "columns"}, "cover must be"),
+        ({"variant": "iii"}, "variant must be"),
     ]
-    for args, message in cases:
+    for change, message in cases:
         with pytest.raises(RuntimeError, match=message):
-            kernel.sm3_step(*args, True, 0.1, 0.0, 0.0)
+            kernel.sm3_step(**(fits | change))
+    with pytest.raises(TypeError):  # keyword arguments only: nothing is mirrored by position
+        kernel.sm3_step(*fits.values())
+    many = {
+        "params": [param], "grads": [grad], "row_accs": [row], "col_accs": [col], "bufs": [None],
+        "covers": ["dims"], "widths": [], "variant": "ii", "lr": 0.1, "momentum": 0.0,
+        "eps": 0.0,
+    }  # fmt: skip
     with pytest.raises(RuntimeError, match="one entry per parameter"):
-        kernel.sm3_step_many([param], [grad], [row], [col], [None], [1], [], True, 0.1, 0.0, 0.0)
+        kernel.sm3_step_many(**many)
 
 
 @needs_fused_kernel
@@ -764,15 +838,17 @@ def test_summing_duplicate_rows_recovers_after_a_bad_index() -> None:
     kernel = sm3_fused.kernel()
     values = torch.arange(12.0).view(4, 3)
     with pytest.raises(RuntimeError, match="row index 9 out of range for 6 rows"):
-        kernel.sum_duplicate_rows(torch.tensor([[2, 5, 2, 9]]), values, 6)
-    rows, summed = kernel.sum_duplicate_rows(torch.tensor([[5, 2, 5, 0]]), values, 6)
+        kernel.sum_duplicate_rows(indices=torch.tensor([[2, 5, 2, 9]]), values=values, rows=6)
+    rows, summed = kernel.sum_duplicate_rows(
+        indices=torch.tensor([[5, 2, 5, 0]]), values=values, rows=6
+    )
     assert rows.tolist() == [5, 2, 0]
     assert summed.tolist() == [[6.0, 8.0, 10.0], [3.0, 4.0, 5.0], [9.0, 10.0, 11.0]]
 
 
-def test_mixed_fused_and_eager_parameters_in_one_step_equal_the_reference() -> None:
+def test_mixed_fused_and_forloop_parameters_in_one_step_equal_the_reference() -> None:
     """Dense parameters the kernel takes are stepped together after the loop; one it cannot
-    take (not contiguous) is stepped eagerly in between: both give the reference step."""
+    take (not contiguous) is stepped forloop in between: both give the reference step."""
     gen = torch.Generator().manual_seed(5)
     inits = [torch.randn(5, 4, generator=gen, dtype=F64), torch.randn(6, generator=gen, dtype=F64),
              torch.randn(4, 5, generator=gen, dtype=F64)]  # fmt: skip
@@ -819,8 +895,8 @@ OPTIMIZERS_EXACT_WITH_SPARSE_ROWS = {
     "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=0.1),
     "sm3_i": lambda ps: SM3(ps, lr=0.1, variant="i"),
     "sm3_ii": lambda ps: SM3(ps, lr=0.1, variant="ii"),
-    "sm3_ii_eager": lambda ps: SM3(ps, lr=0.1, variant="ii", kernel="eager"),
-    "sm3_i_eager": lambda ps: SM3(ps, lr=0.1, variant="i", kernel="eager"),
+    "sm3_ii_forloop": lambda ps: SM3(ps, lr=0.1, variant="ii", impl="forloop"),
+    "sm3_i_forloop": lambda ps: SM3(ps, lr=0.1, variant="i", impl="forloop"),
 }
 
 
@@ -879,40 +955,53 @@ def peak_rss_growth(fn: Callable[[], None]) -> int:
     not Path("/proc/self/clear_refs").exists() or not ctypes.util.find_library("c"),
     reason="measures with Linux /proc and glibc's malloc_trim",
 )
-@pytest.mark.parametrize("kernel", [pytest.param("fused", marks=needs_fused_kernel), "eager"])
+@pytest.mark.parametrize("impl", [pytest.param("fused", marks=needs_fused_kernel), "forloop"])
 @pytest.mark.parametrize("variant", ["i", "ii"])
-def test_scratch_stays_bounded_for_a_50m_element_parameter(kernel: str, variant: str) -> None:
+def test_scratch_stays_bounded_for_a_50m_element_parameter(impl: str, variant: str) -> None:
     param = nn.Parameter(torch.zeros(10_000, 5_000))
     param.grad = torch.full_like(param, 0.5)
-    optimizer = SM3([param], variant=variant, kernel=kernel)
+    optimizer = SM3([param], variant=variant, impl=impl)
     optimizer.step()  # the state (accumulators) is allocated here, outside the measurement
     # The measure sees a transient buffer of 16 MiB (so it would see a full-size scratch)...
     assert peak_rss_growth(lambda: torch.ones(4 * 2**20).sum()) >= 15 * 2**20
     # ...and SM3's step needs almost none.
     growth = peak_rss_growth(optimizer.step)
     assert growth <= 6 * 2**20, f"{growth / 2**20:.1f} MiB of scratch for a 191 MiB parameter"
-    assert optimizer._workspace.nbytes() == 0
 
 
-def test_eager_scratch_stays_within_4_mib_just_above_the_whole_parameter_limit() -> None:
-    """A parameter a little over 4 MiB is stepped in blocks: the shared scratch never reaches
-    its size (stepped whole it would hold 4.4 MB)."""
-    param = nn.Parameter(torch.zeros(1_100, 1_000))  # 4,400,000 bytes > 4 MiB
-    param.grad = torch.full_like(param, 0.5)
-    optimizer = SM3([param], variant="ii", kernel="eager")
-    optimizer.step()
-    assert optimizer._workspace.nbytes() <= 4 * 2**20
-    assert torch.allclose(param.detach(), torch.full_like(param, -0.01))
+@pytest.mark.parametrize(
+    ("shape", "outer"),
+    [((1_100, 1_000), 0), ((1_100, 1_000), 1), ((3, 300_000), 1), ((3, 70_000, 2), 1),
+     ((5, 3, 4), 2), ((200_000,), 0), ((1,), 0)],
+)  # fmt: skip
+def test_forloop_tiles_cover_a_parameter_once_in_bounded_pieces(
+    shape: tuple[int, ...], outer: int
+) -> None:
+    """The forloop path's tiles: every element in exactly one, none over _BLOCK_BYTES, grouped
+    by consecutive ranges of the outer dimension that cover it."""
+    item = 4
+    seen = torch.zeros(shape, dtype=torch.int8)
+    spans = []
+    for span, tiles in sm3_eager._tiles(shape, item, outer):
+        spans.append(span)
+        for tile in tiles:
+            assert tile[outer] == span
+            assert seen[tile].numel() * item <= sm3_eager._BLOCK_BYTES
+            seen[tile] += 1
+    assert torch.equal(seen, torch.ones_like(seen))
+    assert spans[0].start == 0 and spans[-1].stop == shape[outer]
+    assert all(a.stop == b.start for a, b in zip(spans, spans[1:], strict=False))
 
 
-def test_eager_groups_of_both_variants_keep_their_own_plans() -> None:
-    """The eager path caches a plan per parameter and variant: a group switching variant must
-    not reuse the other variant's plan (SM3-I keeps slice maxima SM3-II has none of)."""
+@pytest.mark.parametrize("impl", [pytest.param("fused", marks=needs_fused_kernel), "forloop"])
+def test_a_group_may_switch_variant_between_steps(impl: str) -> None:
+    """The variant is read at every step: switching it between steps gives the reference's
+    steps (both variants keep the same accumulators)."""
     gen = torch.Generator().manual_seed(8)
     init = torch.randn(6, 5, generator=gen, dtype=F64)
     grads = [torch.randn(6, 5, generator=gen, dtype=F64) for _ in range(4)]
     param = nn.Parameter(init.clone())
-    optimizer = SM3([param], lr=0.1, kernel="eager")
+    optimizer = SM3([param], lr=0.1, impl=impl)
     want = init.clone()
     accs = [torch.full((6,), TINY64, dtype=F64), torch.full((5,), TINY64, dtype=F64)]
     for step, grad in enumerate(grads):
@@ -924,20 +1013,20 @@ def test_eager_groups_of_both_variants_keep_their_own_plans() -> None:
     torch.testing.assert_close(param.detach(), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", [pytest.param("fused", marks=needs_fused_kernel), "eager"])
+@pytest.mark.parametrize("impl", [pytest.param("fused", marks=needs_fused_kernel), "forloop"])
 @pytest.mark.parametrize("variant", ["i", "ii"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_wide_matrices_split_by_columns_equal_the_reference(
-    kernel: str, variant: str, momentum: float
+    impl: str, variant: str, momentum: float
 ) -> None:
     """A matrix this wide (one thread x 140,000 float64 columns > 1 MiB of column maxima) is
-    stepped with its columns split between threads (fused), or in three column blocks of at
-    most 65,536 (eager: 5.6 MB is over the whole-parameter limit): the reference's arithmetic."""
+    stepped with its columns split between threads (fused), or in tiles one row high and at
+    most 65,536 columns wide, columns outermost (forloop): the reference's arithmetic."""
     gen = torch.Generator().manual_seed(21)
     shape = (5, 140_000)
     param = nn.Parameter(torch.randn(shape, generator=gen, dtype=F64))
     want = param.detach().clone()
-    optimizer = SM3([param], lr=0.1, variant=variant, momentum=momentum, kernel=kernel)
+    optimizer = SM3([param], lr=0.1, variant=variant, momentum=momentum, impl=impl)
     accs = [torch.full((size,), TINY64, dtype=F64) for size in shape]
     buf = torch.zeros(shape, dtype=F64) if momentum else None
     for _ in range(3):
@@ -956,7 +1045,7 @@ def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
     shape = (30, 140_000)
     dense = nn.Parameter(torch.randn(shape, generator=gen, dtype=F64))
     sparse = nn.Parameter(dense.detach().clone())
-    optimizers = [SM3([p], lr=0.1, variant="ii", kernel="fused") for p in (dense, sparse)]
+    optimizers = [SM3([p], lr=0.1, variant="ii", impl="fused") for p in (dense, sparse)]
     for step in range(3):
         rows = torch.tensor([step, 7, 12 + step, 7])  # a duplicate, and rows never touched
         values = torch.randn(len(rows), shape[1], generator=gen, dtype=F64)
@@ -972,17 +1061,17 @@ def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
     reason="measures with Linux /proc and glibc's malloc_trim",
 )
 @pytest.mark.parametrize(
-    ("kernel", "limit_mib"), [pytest.param("fused", 1, marks=needs_fused_kernel), ("eager", 4)]
+    ("impl", "limit_mib"), [pytest.param("fused", 1, marks=needs_fused_kernel), ("forloop", 4)]
 )
 @pytest.mark.parametrize("variant", ["i", "ii"])
-def test_scratch_stays_bounded_for_a_wide_matrix(kernel: str, limit_mib: int, variant: str) -> None:
+def test_scratch_stays_bounded_for_a_wide_matrix(impl: str, limit_mib: int, variant: str) -> None:
     """Per-thread column maxima of a 600,000-column matrix would be 2 x 2.4 MB (plus SM3-I's
-    column inverses): split by columns, the fused step needs a few KB. The eager step works in
+    column inverses): split by columns, the fused step needs a few KB. The forloop step works in
     tiles of 512 KiB (one row x 131,072 columns here), where whole rows took 4.8 MB each."""
     torch.set_num_threads(2)  # the autouse fixture restores it
     param = nn.Parameter(torch.zeros(20, 600_000))
     param.grad = torch.full_like(param, 0.5)
-    optimizer = SM3([param], variant=variant, kernel=kernel)
+    optimizer = SM3([param], variant=variant, impl=impl)
     optimizer.step()
     assert peak_rss_growth(lambda: torch.ones(2**20).sum()) >= 3 * 2**20  # sees 4 MiB
     growth = peak_rss_growth(optimizer.step)
@@ -991,9 +1080,9 @@ def test_scratch_stays_bounded_for_a_wide_matrix(kernel: str, limit_mib: int, va
     )
 
 
-def test_non_contiguous_accumulators_are_stepped_eagerly_and_correctly() -> None:
+def test_non_contiguous_accumulators_are_stepped_forloop_and_correctly() -> None:
     """State loaded with strided accumulators (e.g. from another program's state_dict) cannot go
-    to the kernel, which reads raw memory: the eager path steps it, with the same result."""
+    to the kernel, which reads raw memory: the forloop path steps it, with the same result."""
     gen = torch.Generator().manual_seed(9)
     init = torch.randn(4, 6, generator=gen, dtype=F64)
     grads = [torch.randn(4, 6, generator=gen, dtype=F64) for _ in range(3)]
@@ -1025,8 +1114,8 @@ def test_integer_tensors_are_refused() -> None:
         SM3([counts]).step()
 
 
-@pytest.mark.parametrize("kernel", ["auto", "eager"])
-def test_an_empty_parameter_is_skipped_and_the_rest_are_stepped(kernel: str) -> None:
+@pytest.mark.parametrize("impl", ["fastest", "forloop"])
+def test_an_empty_parameter_is_skipped_and_the_rest_are_stepped(impl: str) -> None:
     """A zero-size parameter (e.g. a layer of width 0) has nothing to update; the parameters
     after it in the group still take their step."""
     empty = nn.Parameter(torch.zeros(0, 4, dtype=F64))
@@ -1034,7 +1123,7 @@ def test_an_empty_parameter_is_skipped_and_the_rest_are_stepped(kernel: str) -> 
     params = [nn.Parameter(torch.ones(3, 4, dtype=F64)) for _ in range(2)]
     for param in params:
         param.grad = torch.full_like(param, 0.5)
-    SM3([params[0], empty, params[1]], lr=0.1, kernel=kernel).step()
+    SM3([params[0], empty, params[1]], lr=0.1, impl=impl).step()
     for param in params:  # first step of SM3: g / |g| = 1 everywhere
         torch.testing.assert_close(param.detach(), torch.full_like(param, 0.9), rtol=0, atol=1e-6)
 
@@ -1064,7 +1153,7 @@ def test_the_functional_core_defaults_to_the_class_defaults() -> None:
     SM3([param], lr=0.1).step()
     functional = init.clone()
     accs = [torch.full((n,), TINY64, dtype=F64) for n in (3, 5)]
-    sm3([functional], [grad.clone()], [accs], [None], lr=0.1, variant="ii")  # eager ops
+    sm3([functional], [grad.clone()], [accs], [None], lr=0.1, variant="ii")  # impl fastest
     torch.testing.assert_close(functional, param.detach(), rtol=0, atol=1e-12)
     # A buffer without a momentum: beta = 0, so the buffer holds this step's update and the
     # weights move exactly as without one.

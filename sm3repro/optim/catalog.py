@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
 
 __all__ = [
-    "CATALOG", "IMPLS", "KEYS", "OptimizerSpec", "names", "paper_grid", "sparse_rows_grid",
-    "study_rows",
+    "CATALOG", "IMPLS", "KEYS", "SM3_IMPLS", "OptimizerSpec", "names", "paper_grid",
+    "sparse_rows_grid", "study_rows",
 ]  # fmt: skip
 
 # impl: "fastest" = torch's fused kernel where it works here, else the class's default.
@@ -102,8 +102,10 @@ def _torch_fused_devices() -> frozenset[str]:
         return frozenset({"cpu", "cuda"})
 
 
-# SM3: fastest/default = its fused C++ kernel where it builds, else eager torch ops; fused = the
-# kernel or an error; forloop = the eager ops.
+# SM3's impl, the one vocabulary of its implementation (config, SM3(impl=...), the run record,
+# the report): fastest/default = its fused C++ kernel where it builds, else forloop; fused = the
+# kernel or an error; forloop = eager torch ops, a parameter at a time. What ran is fused or
+# forloop (sm3repro.optim.sm3.optimizer.kernel_for decides).
 SM3_IMPLS = ("fastest", "default", "fused", "forloop")
 
 _SPECS = (

@@ -141,27 +141,25 @@ def _resolve(cfg: Mapping[str, Any]) -> _Options:
     return _Options(spec, lr, impl, kwargs)
 
 
-# SM3's impl values -> SM3(kernel=...): the fused C++ kernel where it builds, else eager ops.
-_SM3_KERNELS = {"fastest": "auto", "default": "auto", "fused": "fused", "forloop": "eager"}
-
-
 def _construct(
     options: _Options, params: list[Any], check_only: bool = False
 ) -> tuple[Optimizer, str]:
     spec, lr, impl, kwargs = options
     if not issubclass(spec.cls, SM3):
         return _build_torch(spec, params, lr, impl, kwargs)
-    # A config check needs no compiled kernel unless the config demands one.
-    kernel = "eager" if check_only and impl != "fused" else _SM3_KERNELS[impl]
+    # SM3 takes impl as it is. A config check needs no compiled kernel unless impl demands one.
+    if check_only and impl != "fused":
+        impl = "forloop"
     try:
-        optimizer = spec.cls(params, lr=lr, kernel=kernel, **spec.fixed, **kwargs)
+        optimizer = spec.cls(params, lr=lr, impl=impl, **spec.fixed, **kwargs)
     except ValueError as error:
         raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
     except RuntimeError as error:  # impl=fused where the kernel cannot be built
         raise ValueError(f"optimizer.impl=fused: {error}") from error
+    # What ran, in impl's words (report.timing.sm3_ran_eager reads it).
     variant, cover = optimizer.defaults["variant"], optimizer.defaults["cover"]
     return optimizer, (
-        f"sm3repro.SM3(variant={variant}, cover={cover}, kernel={optimizer.implementation})"
+        f"sm3repro.SM3(variant={variant}, cover={cover}, impl={optimizer.implementation})"
     )
 
 

