@@ -220,15 +220,15 @@ def _judged(results: Path, tweaks=None) -> ProtocolResult:
 
 
 def test_protocols_are_entries_that_the_arms_script_and_the_report_share() -> None:
-    """The matrix's columns are the protocols judged on seed means, in entry order; the arms
-    script runs every entry but the study's (make sweep runs that), the timed arm by seed
-    blocks; each entry's experiment config exists."""
-    assert [p.key for p in PROTOCOLS if p.seed_means] == ["study", "tuned_lr", "no_dropout"]
-    assert [(p.experiment, p.arm_run) for p in arms()] == [
-        ("tuned_lr", "sweep"), ("no_dropout", "sweep"), ("timed", "seed blocks"),
-    ]  # fmt: skip
-    assert [p.key for p in PROTOCOLS if p.waits_for_lr_selection] == ["tuned_lr"]
-    assert [p.speed_label for p in PROTOCOLS if p.paired] == ["timed (tuned lr)"]
+    """The study's protocol comes first and is run by `make sweep`; the arms script runs every
+    other entry, in order (a new arm is its experiment yaml and one entry); names are unique and
+    every experiment an entry reads has its config."""
+    study, *others = PROTOCOLS
+    assert (study.key, study.experiment, study.arm_run) == ("study", "paper", "")
+    assert study.seed_means and not study.waits_for_lr_selection and not study.paired
+    assert list(arms()) == others and all(p.arm_run in ("sweep", "seed blocks") for p in others)
+    for names in ([p.key for p in PROTOCOLS], [p.speed_label for p in PROTOCOLS]):
+        assert len(names) == len(set(names))
     for p in PROTOCOLS:
         for experiment in p.experiments:
             assert (config_dir() / "experiment" / f"{experiment}.yaml").is_file(), experiment
@@ -306,14 +306,34 @@ def test_an_extra_optimizer_joins_the_tables_without_holding_the_verdicts_back(
         grid._grid_configs.cache_clear()
 
 
+def test_the_lr_selection_holds_back_only_the_cells_the_claims_read(monkeypatch) -> None:
+    from sm3repro.arms.lr_selection.rule import GRID, CellChoice
+    from sm3repro.report import verdicts
+
+    cells = [(name, batch) for name in sorted(named_optimizers()) for batch in (64, 512)]
+    settled = [CellChoice(o, b, 0.01, 0.8, GRID, None, ()) for o, b in cells]
+    extra = CellChoice("adafactor", 64, 0.1, 0.5, (0.1,), 0.3, GRID[:-1])  # far from settled
+    compared = []
+    monkeypatch.setattr(verdicts, "out_of_date", lambda choices: compared.append(choices) or [])
+    lr = verdicts.LrSelection(pd.DataFrame(), [*cells, ("adafactor", 64)], [*settled, extra])
+    assert verdicts.lr_waiting_for(lr) is None
+    assert [c.optimizer for c in compared[0]] == [o for o, _ in cells]  # the extra is not read
+    lr.choices = [*settled[1:], extra]  # one of the claims' cells has no record yet
+    assert verdicts.lr_waiting_for(lr) == "lr selection: 9 of 10 cells settled"
+    monkeypatch.setattr(verdicts, "out_of_date", lambda choices: ["adam@64"])
+    lr.choices = settled
+    assert verdicts.lr_waiting_for(lr) == (
+        "tuned_lr.yaml out of date for adam@64 (rerun --write-tuned)"
+    )
+
+
 def test_the_study_report_holds_the_matrix_and_lr_figure(tmp_path: Path) -> None:
     write_results(tmp_path, epochs=2, bad_runs=False)
     md = build_report(tmp_path).read_text()
     summary = md.split("## Summary\n", 1)[1].split("\n## ", 1)[0]
     header = next(line for line in summary.splitlines() if line.startswith("| #"))
-    assert header.split(" | ")[1:] == [
-        "Claim (study)", "Judged by", "Study", "Tuned lr", "No dropout", "Across protocols |",
-    ]  # fmt: skip
+    judged = [p.speed_label.capitalize() for p in PROTOCOLS if p.seed_means]  # Study, Tuned lr..
+    assert header.split(" | ")[1:] == ["Claim (study)", "Judged by", *judged, "Across protocols |"]
     rows = [line.split(" | ") for line in summary.splitlines() if line.startswith("| ")][1:]
     seed_means = [row for row in rows if row[2] == "seed means"]
     assert [row[0] for row in seed_means] == [f"| {n}" for n in range(1, 8)]

@@ -54,3 +54,9 @@ def values_text(values: Iterable[Any]) -> str:
         str(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
     ]
     return ", ".join(dict.fromkeys(seen)) if seen else "not recorded"
+
+
+def anchor_of(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")

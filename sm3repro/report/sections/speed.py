@@ -12,6 +12,7 @@ import pandas as pd
 from sm3repro.optim import catalog
 from sm3repro.report import speed_claims
 from sm3repro.report import time_to_target as ttt
+from sm3repro.report.claims import claims_text
 from sm3repro.report.figures import plot_time_to_quality
 from sm3repro.report.intervals import (
     ALPHA,
@@ -20,10 +21,13 @@ from sm3repro.report.intervals import (
     SEED_GROUP,
     spent_alpha,
 )
-from sm3repro.report.section import FigureFile, Section, figure_link
+from sm3repro.report.section import FigureFile, Section, anchor_of, figure_link
 from sm3repro.report.verdicts import Judgement
 
 FIGURE = "fig_time_to_quality"
+TIERED_TEXT = claims_text([c.number for c in speed_claims.TIERED])  # "claims 3 and 4"
+TITLE = f"{TIERED_TEXT.capitalize()} in tiers, with stated confidence"
+ANCHOR = anchor_of(TITLE)  # the summary's tier rows link here
 
 
 def section(j: Judgement) -> Section | None:
@@ -49,7 +53,7 @@ def section(j: Judgement) -> Section | None:
 
 def _tier_lines(disagreements: pd.DataFrame) -> list[str]:
     return [
-        "## Claims 3 and 4 in tiers, with stated confidence",
+        f"## {TITLE}",
         "",
         (speed_claims.__doc__ or "").split("\n\n", 1)[1].strip(),
         "",

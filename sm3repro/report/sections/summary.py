@@ -16,10 +16,11 @@ from sm3repro.report.eager import EAGER_MARK, note_lines
 from sm3repro.report.judge import SUBJECT, Claim
 from sm3repro.report.protocols import ProtocolResult, anchor, robustness
 from sm3repro.report.section import Section, values_text
+from sm3repro.report.sections.speed import ANCHOR as SPEED_ANCHOR
+from sm3repro.report.sections.speed import TIERED_TEXT
 from sm3repro.report.speed_claims import FASTEST_EXACT
 from sm3repro.report.verdicts import Judgement
 
-SPEED_ANCHOR = "claims-3-and-4-in-tiers-with-stated-confidence"
 MEMORY_ANCHOR = "memory-at-scale"
 SHOWN_LINES = 2  # deciding evidence lines per claim in the summary
 
@@ -101,7 +102,7 @@ def _columns(j: Judgement) -> list[_Column]:
         by_key = {r.protocol.key: r for r in j.protocols}
         timed = set(j.speed.matrix.columns) if j.speed is not None else set()
         columns = [
-            _Column(p.speed_label[0].upper() + p.speed_label[1:], p, by_key.get(p.key))
+            _Column(p.speed_label.capitalize(), p, by_key.get(p.key))
             for p in PROTOCOLS
             if p.key in by_key or p.speed_label in timed
         ]
@@ -195,7 +196,7 @@ def summary(j: Judgement) -> Section:
         "",
         "Every claim of the study in its words, and its verdict under each protocol: on seed "
         "means by the claim's [rule](#claims), and where it is also judged in tiers, one row per "
-        f"tier ([claims 3 and 4 in tiers](#{SPEED_ANCHOR}): ratios with 95% intervals; [memory at "
+        f"tier ([{TIERED_TEXT} in tiers](#{SPEED_ANCHOR}): ratios with 95% intervals; [memory at "
         f"scale](#{MEMORY_ANCHOR}): the memory arm's records). Each verdict links to the numbers "
         "behind it; – : not judged there.",
         "",
