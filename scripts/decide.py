@@ -22,15 +22,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sm3repro.arms.protocols import PROTOCOLS  # noqa: E402
 from sm3repro.report import speed_claims  # noqa: E402
 from sm3repro.report import time_to_target as ttt  # noqa: E402
 from sm3repro.report.intervals import SEED_CAP, SEED_GROUP  # noqa: E402
+from sm3repro.report.results import Results  # noqa: E402
 
-PROTOCOL = "timed (tuned lr)"
+# the interleaved arm whose cells this grows (arms/protocols.py)
+ARM = next(p for p in PROTOCOLS if p.paired)
+PROTOCOL = ARM.speed_label
 
 
 def timed_runs(results: Path):
-    curves = ttt.load_curves(results)
+    curves = ttt.load_curves(Results(results))
     points = curves.points[curves.points["protocol"] == PROTOCOL]
     if points.empty:
         return None, []
@@ -58,7 +62,7 @@ def sweep(seed: int, batch: int, variants: set[str], overrides: list[str], dry_r
     for names, extra in ((dense, []), (sparse, ["sparse_rows=true"])):
         if not names:
             continue
-        command = [sys.executable, "-m", "sm3repro.train", "-m", "experiment=timed",
+        command = [sys.executable, "-m", "sm3repro.train", "-m", f"experiment={ARM.experiment}",
                    f"seed={seed}", f"batch_size={batch}", "optimizer=" + ",".join(names),
                    *extra, *overrides]  # fmt: skip
         print("+", " ".join(command[1:]), flush=True)

@@ -118,7 +118,10 @@ SCOPES: dict[str, Scope] = {
     ),
     # lr selection: the ladder, the settled rule, the choices and the tuned yaml
     "lr_selection": Scope(
-        modules={"sm3repro/arms/lr_selection.py": ()},
+        modules={
+            "sm3repro/arms/lr_selection/rule.py": (),
+            "sm3repro/arms/lr_selection/tuned_config.py": (),
+        },
         tests=("tests/test_lr_selection.py",),
         target=0.90,
         timeout_s=300,

@@ -1,5 +1,5 @@
-"""Run the claims arms end to end, resumably: lr selection, tuned-lr arm, no-dropout arm, the
-timed arm, report.
+"""Run the claims arms end to end, resumably: lr selection, then every protocol arm of
+``sm3repro.arms.protocols`` (tuned lr, no dropout, timed), then the report.
 
     python scripts/run_arms.py                    # everything still missing, then the report
     python scripts/run_arms.py --stage selection  # only the lr grid and its extensions
@@ -21,11 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sm3repro.arms.lr_selection import choices_from_records, missing_lrs, tuned_yaml  # noqa: E402
+from sm3repro.arms.lr_selection.records import choices_from_records  # noqa: E402
+from sm3repro.arms.lr_selection.rule import still_to_run, sweep_overrides  # noqa: E402
+from sm3repro.arms.lr_selection.tuned_config import configured_path, write_tuned  # noqa: E402
+from sm3repro.arms.protocols import STUDY, Protocol, arms  # noqa: E402
 from sm3repro.optim.catalog import sparse_rows_grid  # noqa: E402
-from sm3repro.paths import config_dir  # noqa: E402
+from sm3repro.record.reader import read_records  # noqa: E402
 
-STAGES = ("selection", "tuned_lr", "no_dropout", "timed", "report")
+# the lr selection, then every protocol arm in its entry's order, then the report
+STAGES = ("selection", *(arm.experiment for arm in arms()), "report")
 
 
 def _sweep(overrides: list[str]) -> None:
@@ -38,31 +42,26 @@ def select(results: Path, threads: int, overrides: list[str]) -> bool:
     """Run the lr grid and its extensions until every cell is settled; True when settled."""
     _sweep(["experiment=lr_grid", f"torch_threads={threads}", *overrides])
     while True:
-        choices, scores, cells = choices_from_records(results, overrides)
-        by_cell = {(c.optimizer, c.batch_size): c for c in choices}
-        todo = [(cell, missing_lrs(by_cell.get(cell))) for cell in cells]
-        todo = [(cell, lrs) for cell, lrs in todo if lrs]
+        choices, scores, cells = choices_from_records(read_records(results), overrides)
+        todo = still_to_run(choices, cells)
         if not todo:
             break
         for (optimizer, batch), lrs in todo:
-            _sweep([
-                "experiment=lr_grid", f"optimizer={optimizer}", f"batch_size={batch}",
-                "optimizer.lr=" + ",".join(repr(float(lr)) for lr in lrs),
-                f"torch_threads={threads}", *overrides,
-            ])  # fmt: skip
-    tuned = config_dir() / "experiment" / "tuned_lr.yaml"
-    tuned.write_text(tuned_yaml(choices, scores, str(results)))
+            _sweep([*sweep_overrides(optimizer, batch, lrs), f"torch_threads={threads}",
+                    *overrides])  # fmt: skip
+    tuned = configured_path()
+    write_tuned(tuned, choices, scores, str(results))
     print(f"every cell settled; wrote {tuned}", flush=True)
     return True
 
 
-def timed(seeds: list[int], overrides: list[str]) -> None:
-    """The timed arm block by block: every optimizer of a seed, dense then with exact sparse
-    rows, back to back (conf/experiment/timed.yaml)."""
+def seed_blocks(arm: Protocol, seeds: list[int], overrides: list[str]) -> None:
+    """An interleaved arm block by block: every optimizer of a seed, dense then with exact
+    sparse rows, back to back (e.g. conf/experiment/timed.yaml)."""
     for seed in seeds:
-        _sweep(["experiment=timed", f"seed={seed}", *overrides])
+        _sweep([f"experiment={arm.experiment}", f"seed={seed}", *overrides])
         _sweep([
-            "experiment=timed", f"seed={seed}", "sparse_rows=true",
+            f"experiment={arm.experiment}", f"seed={seed}", "sparse_rows=true",
             "optimizer=" + ",".join(sparse_rows_grid()), *overrides,
         ])  # fmt: skip
 
@@ -72,20 +71,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", choices=(*STAGES, "all"), default="all")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--selection-threads", type=int, default=1)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="timed arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="the seed blocks of an interleaved arm (timed)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     stages = STAGES if args.stage == "all" else (args.stage,)
     if "selection" in stages:
         select(args.results, args.selection_threads, args.overrides)
-    for arm in ("tuned_lr", "no_dropout"):
-        if arm in stages:
-            _sweep([f"experiment={arm}", *args.overrides])
-    if "timed" in stages:
-        timed(args.seeds, args.overrides)
+    for arm in arms():
+        if arm.experiment not in stages:
+            continue
+        if arm.arm_run == "seed blocks":
+            seed_blocks(arm, args.seeds, args.overrides)
+        else:
+            _sweep([f"experiment={arm.experiment}", *args.overrides])
     if "report" in stages:
         command = [sys.executable, "-m", "sm3repro.report", "--results", str(args.results),
-                   "--experiment", "paper"]  # fmt: skip
+                   "--experiment", STUDY.experiment]  # fmt: skip
         subprocess.run(command, check=True)
 
 

@@ -21,7 +21,7 @@ from sm3repro.record.schema import (
     Status,
     StepRow,
 )
-from sm3repro.report.experiment import grid_run_ids, has_grid
+from sm3repro.run.grid import grid_run_ids, has_grid
 
 OPTIMIZERS = ("sm3_ii", "sm3_i", "sgd", "adagrad", "adam")
 N_PARAMS = 1_600_000

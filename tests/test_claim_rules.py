@@ -1,9 +1,11 @@
-"""Each claim's rule, one check at a time, through the report's judging API.
+"""Each claim's rule, one check at a time, through the claims' own entries (claims.CLAIMS).
 
-The rules are written down here a second time, from the study's words (SPEC), so a check that is
-deleted, pointed at the wrong optimizer or column, or given another threshold in claims.py fails
-a test. The numbers are our own, far from the study's, so every check passes by a margin in BASE
-and a test flips exactly one.
+The tests run over the checks the entries hold, so a claim added to CLAIMS is tested without a
+second copy of its rule here: each of its checks must fail alone when its other optimizer's
+number crosses the check's threshold, and hold just inside it. What ties an entry to its words
+is checked against the rule text it carries: every optimizer, batch size and threshold a check
+compares is named there. The numbers are our own, far from the study's, so every check passes
+by a margin in BASE and a test flips exactly one.
 """
 
 from __future__ import annotations
@@ -14,58 +16,12 @@ import math
 import pandas as pd
 import pytest
 
+from sm3repro.optim import catalog
 from sm3repro.report.claims import CLAIMS, judge_all, judge_claims, thresholds
-from sm3repro.report.judge import CheckResult, ClaimResult, Stat, compare, judge
+from sm3repro.report.judge import Check, CheckResult, Claim, ClaimResult, Op, Stat, compare, judge
 
-# claim -> its checks as (batch, column, kind, other, relative tolerance); subject is SM3-II.
-# kinds: "<" / ">" strict, ">>" clearly above by > rel, "<~" at most +rel, ">~" at least -rel,
-# "~" within ±rel.
-SPEC: dict[int, list[tuple[int, str, str, str, float]]] = {
-    1: [  # clearly higher loss early, then Adagrad's level and below Adam's (batch 64)
-        (64, "train_loss_epoch1", ">>", "adam", 0.05),
-        (64, "train_loss_epoch1", ">>", "adagrad", 0.05),
-        (64, "train_loss", "<~", "adagrad", 0.05),
-        (64, "train_loss", "<", "adam", 0.0),
-    ],
-    2: [  # batch 512: ends clearly worse and converges more slowly
-        (512, "train_loss", ">>", "adam", 0.05),
-        (512, "train_loss_mean", ">", "adam", 0.0),
-        (512, "train_loss", ">>", "adagrad", 0.05),
-        (512, "train_loss_mean", ">", "adagrad", 0.0),
-    ],
-    3: [  # faster than Adam and Adagrad, about as fast as SGD
-        *[
-            check
-            for bs in (64, 512)
-            for check in (
-                (bs, "runtime_min", "<", "adam", 0.0),
-                (bs, "runtime_min", "<", "adagrad", 0.0),
-                (bs, "runtime_min", "~", "sgd", 0.10),
-            )
-        ]
-    ],
-    4: [(bs, "cpu_s_per_1k", "<", other, 0.0) for bs in (64, 512) for other in ("adam", "adagrad")],
-    5: [
-        (bs, col, kind, other, rel)
-        for bs in (64, 512)
-        for col in ("test_las_macro", "test_uas_macro")
-        for kind, other, rel in ((">~", "sgd", 0.01), (">~", "adagrad", 0.01), ("<", "adam", 0.0))
-    ],
-    6: [
-        (bs, col, "<", other, 0.0)
-        for bs in (64, 512)
-        for col in ("optimizer_state_bytes", "peak_rss_mb")
-        for other in ("adam", "adagrad")
-    ],
-    7: [  # SM3-II at least as good as SM3-I
-        (bs, col, kind, "sm3_i", 0.01)
-        for bs in (64, 512)
-        for col, kind in (("train_loss", "<~"), ("train_accuracy", ">~"), ("test_las_macro", ">~"))
-    ],
-}
-
-# Seed means per (optimizer, batch): every check of SPEC passes with a wide margin. None of
-# these are the study's numbers.
+# Seed means per (optimizer, batch): every check of every claim passes with a wide margin. None
+# of these are the study's numbers.
 BASE: dict[tuple[str, int], dict[str, float]] = {}
 _COLUMNS = (
     "train_loss_epoch1 train_loss train_loss_mean runtime_min cpu_s_per_1k test_las_macro "
@@ -115,19 +71,19 @@ def with_value(opt: str, bs: int, col: str, value: float) -> dict:
     return means
 
 
-def failing_value(kind: str, subject: float, rel: float, margin: float = 0.02) -> float:
-    """The other optimizer's value that makes ``subject <kind> other`` fail by ``margin``."""
-    if kind == "<":  # subject must be below: put the other below it
+def failing_value(op: Op, subject: float, rel: float, margin: float = 0.02) -> float:
+    """The other optimizer's value that makes ``subject <op> other`` fail by ``margin``."""
+    if op is Op.BELOW:  # subject must be below: put the other below it
         return subject * (1 - margin)
-    if kind == ">":
+    if op is Op.ABOVE:
         return subject * (1 + margin)
-    if kind == ">>":  # higher, but by less than rel
+    if op is Op.ABOVE_BY_MORE_THAN:  # higher, but by less than rel
         return subject / (1 + rel - margin)
-    if kind == "<~":  # subject more than rel above the other
+    if op is Op.AT_MOST_ABOVE_BY:  # subject more than rel above the other
         return subject / (1 + rel + margin)
-    if kind == ">~":  # subject more than rel below the other
+    if op is Op.AT_MOST_BELOW_BY:  # subject more than rel below the other
         return subject / (1 - rel - margin)
-    assert kind == "~"
+    assert op is Op.WITHIN_EITHER_SIDE
     return subject / (1 + rel + margin)
 
 
@@ -140,10 +96,11 @@ def key(r: CheckResult) -> tuple[int, str, str]:
 
 
 SINGLE_CHECKS = [
-    pytest.param(number, spec, id=f"claim{number}-b{spec[0]}-{spec[1]}-{spec[2]}-{spec[3]}")
-    for number, specs in SPEC.items()
-    for spec in specs
-]
+    pytest.param(claim, check, id=f"claim{claim.number}-b{check.batch}-{check.col}-"
+                 f"{check.op.name}-{check.other}")
+    for claim in CLAIMS
+    for check in claim.checks
+]  # fmt: skip
 
 
 def test_every_claim_holds_on_base() -> None:
@@ -152,58 +109,87 @@ def test_every_claim_holds_on_base() -> None:
         assert all(c.outcome is True for c in r.checks)
 
 
-def test_claims_check_exactly_the_spec() -> None:
-    """Each claim's checks are the spec's, in kind, subject and tolerance (behaviour below)."""
+def test_each_check_compares_sm3_ii_with_what_its_rule_names() -> None:
+    """The rule a claim carries names every optimizer and batch size its checks compare and
+    every tolerance they apply; the checks read quantities BASE holds (else they could not be
+    tested here), each check once."""
     for claim in CLAIMS:
-        got = sorted((c.batch, c.col, c.kind, c.other, c.rel) for c in claim.checks)
-        assert got == sorted(SPEC[claim.number]), claim.number
         assert {c.subject for c in claim.checks} == {"sm3_ii"}
+        assert catalog.label("sm3_ii") in claim.rule
+        for check in claim.checks:
+            assert catalog.label(check.other) in claim.rule, (claim.number, check)
+            assert str(check.batch) in claim.rule.split(".")[0], (claim.number, check)
+            assert check.col in BASE[("sm3_ii", check.batch)], (claim.number, check)
+            if check.threshold is not None:
+                assert f"{check.threshold.value:.0%}" in claim.rule, (claim.number, check)
+        keys = [(c.batch, c.col, c.other) for c in claim.checks]
+        assert len(keys) == len(set(keys)), claim.number
 
 
-@pytest.mark.parametrize("number, spec", SINGLE_CHECKS)
-def test_one_check_fails_alone(number: int, spec: tuple) -> None:
-    bs, col, kind, other, rel = spec
+@pytest.mark.parametrize("claim, check", SINGLE_CHECKS)
+def test_one_check_fails_alone(claim: Claim, check: Check) -> None:
+    bs, col, other = check.batch, check.col, check.other
     subject = BASE[("sm3_ii", bs)][col]
-    r = result(number, stats_frame(with_value(other, bs, col, failing_value(kind, subject, rel))))
+    value = failing_value(check.op, subject, check.rel)
+    r = judge(claim, stats_frame(with_value(other, bs, col, value)))
     failed = [key(c) for c in r.checks if c.outcome is not True]
     assert failed == [(bs, col, other)], r.evidence
     assert next(c for c in r.checks if key(c) == (bs, col, other)).outcome is False
     assert r.verdict == "does not hold"
 
 
-@pytest.mark.parametrize("number, spec", SINGLE_CHECKS)
-def test_threshold_edge(number: int, spec: tuple) -> None:
+@pytest.mark.parametrize("claim, check", SINGLE_CHECKS)
+def test_threshold_edge(claim: Claim, check: Check) -> None:
     """The other's value just inside and just outside the check's tolerance (0 for strict)."""
-    bs, col, kind, other, rel = spec
+    bs, col, other, rel = check.batch, check.col, check.other, check.rel
     subject = BASE[("sm3_ii", bs)][col]
     eps = 0.002
     inside, outside = {
-        "<": (subject * (1 + eps), subject * (1 - eps)),
-        ">": (subject * (1 - eps), subject * (1 + eps)),
-        ">>": (subject / (1 + rel + eps), subject / (1 + rel - eps)),
-        "<~": (subject / (1 + rel - eps), subject / (1 + rel + eps)),
-        ">~": (subject / (1 - rel + eps), subject / (1 - rel - eps)),
-        "~": (subject / (1 + rel - eps), subject / (1 + rel + eps)),
-    }[kind]
+        Op.BELOW: (subject * (1 + eps), subject * (1 - eps)),
+        Op.ABOVE: (subject * (1 - eps), subject * (1 + eps)),
+        Op.ABOVE_BY_MORE_THAN: (subject / (1 + rel + eps), subject / (1 + rel - eps)),
+        Op.AT_MOST_ABOVE_BY: (subject / (1 + rel - eps), subject / (1 + rel + eps)),
+        Op.AT_MOST_BELOW_BY: (subject / (1 - rel + eps), subject / (1 - rel - eps)),
+        Op.WITHIN_EITHER_SIDE: (subject / (1 + rel - eps), subject / (1 + rel + eps)),
+    }[check.op]
     for value, expected in ((inside, True), (outside, False)):
-        r = result(number, stats_frame(with_value(other, bs, col, value)))
+        r = judge(claim, stats_frame(with_value(other, bs, col, value)))
         outcomes = {key(c): c.outcome for c in r.checks}
         assert outcomes.pop((bs, col, other)) is expected, (value, r.evidence)
         assert all(o is True for o in outcomes.values())
         assert r.verdict == ("holds" if expected else "does not hold")
 
 
-@pytest.mark.parametrize("number, spec", [p for p in SINGLE_CHECKS if p.values[1][2] in "<>"])
-def test_overlapping_spreads_leave_a_strict_check_undecided(number: int, spec: tuple) -> None:
-    bs, col, kind, other, _ = spec
+STRICT = [p for p in SINGLE_CHECKS if p.values[1].op in (Op.BELOW, Op.ABOVE)]
+
+
+@pytest.mark.parametrize("claim, check", STRICT)
+def test_overlapping_spreads_leave_a_strict_check_undecided(claim: Claim, check: Check) -> None:
+    bs, col, other = check.batch, check.col, check.other
     subject = BASE[("sm3_ii", bs)][col]
-    value = failing_value(kind, subject, 0.0, margin=-0.02)  # passes on means, by 2%
+    value = failing_value(check.op, subject, 0.0, margin=-0.02)  # passes on means, by 2%
     stats = stats_frame(with_value(other, bs, col, value), std={(other, bs, col): 0.05 * value})
-    r = result(number, stats)
+    r = judge(claim, stats)
     outcomes = {key(c): c.outcome for c in r.checks}
     assert outcomes.pop((bs, col, other)) is None, r.evidence
     assert all(o is True for o in outcomes.values())
     assert r.verdict == "inconclusive"
+
+
+def test_one_sided_tolerances_hold_by_any_margin_on_their_open_side() -> None:
+    """``AT_MOST_BELOW_BY`` 1% is one-sided: 54.7% above holds (it is not "within 1%");
+    ``WITHIN_EITHER_SIDE`` is the two-sided one. Likewise ``AT_MOST_ABOVE_BY`` below."""
+    other = Stat(1.0, 0.0, 3)
+    far_above, far_below = Stat(1.547, 0.0, 3), Stat(0.453, 0.0, 3)
+    assert compare(Op.AT_MOST_BELOW_BY, far_above, other, 0.01) is True
+    assert compare(Op.AT_MOST_BELOW_BY, far_below, other, 0.01) is False
+    assert compare(Op.AT_MOST_ABOVE_BY, far_below, other, 0.01) is True
+    assert compare(Op.AT_MOST_ABOVE_BY, far_above, other, 0.01) is False
+    assert compare(Op.WITHIN_EITHER_SIDE, far_above, other, 0.01) is False
+    assert compare(Op.WITHIN_EITHER_SIDE, far_below, other, 0.01) is False
+    assert [op.tolerance for op in Op] == [False, False, False, True, True, True]
+    assert {op.symbol(0.01) for op in Op} == {"<", ">", "> (by >1%)", "≤ (+1%)", "≥ (-1%)",
+                                             "≈ (±1%)"}  # fmt: skip
 
 
 def test_tolerance_outside_but_overlapping_is_undecided() -> None:
@@ -358,7 +344,7 @@ def test_rules_and_results_are_immutable() -> None:
     judged = judge(claim, stats_frame(BASE))
     for record, name in (
         (claim, "rule"),
-        (claim.checks[0], "kind"),
+        (claim.checks[0], "op"),
         (claim.checks[0].threshold, "value"),
         (judged, "checks"),
         (judged.checks[0], "outcome"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
@@ -59,6 +61,16 @@ def test_the_cycle_check_sees_a_cycle(graph: grimp.ImportGraph) -> None:
     copy.add_import(importer="sm3repro.io", imported="sm3repro.run.train")
     assert copy.find_shortest_chain(importer="sm3repro.run.train", imported="sm3repro.io")
     assert copy.find_shortest_chain(importer="sm3repro.io", imported="sm3repro.run.train")
+
+
+def test_layers_hold() -> None:
+    """pyproject.toml's import-linter contract: each layer imports only the ones below it (the
+    report is read by nothing that runs or records)."""
+    lint = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-2000:]
 
 
 def test_scripts_never_import_tests() -> None:

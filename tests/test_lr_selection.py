@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from sm3repro.arms.lr_selection import GRID, as_frame, choose, half_decade, ladder_lr
+from sm3repro.arms.lr_selection.rule import GRID, as_frame, choose, half_decade, ladder_lr
 
 
 def _cell(optimizer: str, batch: int, scores: dict[float, float]) -> pd.DataFrame:

@@ -14,8 +14,11 @@ from sm3repro.arms.memory import verdicts as report
 from sm3repro.arms.memory.family import n_parameters, parameter_shapes, theory_state_bytes
 from sm3repro.optim import build_optimizer, optimizer_state_bytes
 from sm3repro.parser.model import ChenManningParser
-from sm3repro.report import memory_section
-from sm3repro.report.timing import EAGER_NOTE
+from sm3repro.report.claims import claim_by_number
+from sm3repro.report.eager import EAGER_NOTE
+from sm3repro.report.figures import save
+from sm3repro.report.memory import judge_at, judge_memory
+from sm3repro.report.sections import memory as memory_section
 
 EWT = {"n_words": 8868, "n_tags": 52, "n_labels": 54, "n_transitions": 103}
 MIB = 1024**2
@@ -81,17 +84,26 @@ def test_report_subtracts_sgd_and_computes_theory_from_records(tmp_path):
     assert sm3.theory_bytes == 4 * sum(sum(s) if len(s) > 1 else s[0]
                                        for s in parameter_shapes(2000, *EWT.values()))  # fmt: skip
     # 7.6 MiB of Adam state at the study's size is inside the noise margin; at 2000 it is not.
-    assert report.judge_claim6(frame, 50)[0] == "inconclusive"
-    assert report.judge_claim6(frame, 2000)[0] == "holds"
+    below = claim_by_number(6).below
+    assert judge_at(frame, 50, below)[0] == "inconclusive"
+    assert judge_at(frame, 2000, below)[0] == "holds"
     assert report.speed_from(frame) == {64: 50, 512: 50}
     targets = report.theory_targets(frame).set_index(["optimizer", "batch"])
     assert targets.loc[("Adam", 64), "met"] == "yes"  # measured == theory
     assert targets.loc[("SM3-II", 512), "met"] == "yes"  # 1 MiB above SGD: within 16 MiB
 
-    section = memory_section.memory_section(tmp_path / "memory", tmp_path / "figures")
-    assert (tmp_path / "figures" / "memory_at_scale.png").stat().st_size > 0
+    judged = judge_memory(tmp_path / "memory")  # claim 6's tiers: the smallest, the largest
+    assert [(t.tier.name, t.embed_dim, t.verdict) for t in judged.tiers] == [
+        ("at the study's scale", 50, "inconclusive"), ("at scale", 2000, "holds"),
+    ]  # fmt: skip
+    rendered = memory_section.render(judged, tmp_path / "memory")
+    figure = rendered.figures["memory_at_scale"]
+    (png,) = save(figure.figure, tmp_path / "figures" / "memory_at_scale", figure.formats)
+    assert png.stat().st_size > 0 and figure.formats == ("png",)
+    section = "\n".join(rendered.lines)
     assert "](figures/memory_at_scale.png)" in section
     assert "**inconclusive**" in section and "**holds**" in section
+    assert "judged at the study's size and at the arm's largest. Rule: At this size" in section
 
 
 def test_budget_table_brackets_the_largest_size(tmp_path):
@@ -126,7 +138,8 @@ def test_step_times_of_sm3_on_its_eager_path_are_flagged(tmp_path):
     assert frame.set_index(["optimizer", "batch_size"])["sm3_eager"].to_dict() == {
         (o, b): o == "sm3_ii" and b == 64 for o in impl for b in (64, 512)
     }
-    section = memory_section.memory_section(tmp_path / "memory", tmp_path / "figures")
+    judged = judge_memory(tmp_path / "memory")
+    section = "\n".join(memory_section.render(judged, tmp_path / "memory").lines)
     rows = [line for line in section.splitlines() if line.startswith("|") and "†" in line]
     assert len(rows) == 1 and "SM3-II" in rows[0] and rows[0].count("†") == 2  # b64 step cells
     speed = [line for line in section.splitlines() if line.startswith("- batch")]

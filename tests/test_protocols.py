@@ -13,33 +13,37 @@ import yaml
 from conftest import harness_env
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from report_fixtures import write_results
+from report_fixtures import BASE, make_run, write_results, write_run
 
-from sm3repro.arms.lr_selection import choices_from_records, main, tuned_yaml
+from sm3repro.arms.lr_selection.cli import main
+from sm3repro.arms.lr_selection.records import cell_run_ids, choices_from_records
+from sm3repro.arms.lr_selection.tuned_config import out_of_date, tuned_yaml
+from sm3repro.arms.protocols import PROTOCOLS, arms
+from sm3repro.optim import catalog
 from sm3repro.record.identity import run_id_for
+from sm3repro.record.reader import read_records
 from sm3repro.report.build import build_report
-from sm3repro.report.claims import judge_claims
-from sm3repro.report.experiment import config_dir
-from sm3repro.report.lr_grid import cell_run_ids
-from sm3repro.report.protocols import (
-    PROTOCOLS,
-    ProtocolResult,
-    judge_protocol,
-    matrix,
-    matrix_markdown,
-    robustness,
-)
-from sm3repro.report.runs import load_runs
-from sm3repro.report.tables import aggregate
+from sm3repro.report.claims import judge_claims, named_optimizers
+from sm3repro.report.protocols import ProtocolResult, anchor, judge_protocol, matrix, robustness
+from sm3repro.report.results import Results, load_runs
+from sm3repro.report.tables import aggregate, table1
 from sm3repro.report.timing import uncontended
 from sm3repro.run.config import ConfigError, validate
+from sm3repro.run.grid import config_dir
 
 
-def _record(results: Path, run_id: str, dev: float | None, status: str = "completed") -> None:
-    run_dir = results / "runs" / run_id
-    run_dir.mkdir(parents=True)
-    final = {"dev": {"las_macro": dev}} if dev is not None else {}
-    (run_dir / "summary.json").write_text(json.dumps({"status": status, "final": final}))
+def _record(
+    results: Path, cell: tuple[str, int], run_id: str, dev: float | None, status: str = "completed"
+) -> None:
+    """A record of the lr grid's ``cell`` at ``run_id``: its final dev macro LAS ``dev``."""
+    optimizer, batch = cell
+    summary, metrics = make_run(optimizer, batch, 0, BASE[cell], 2, experiment="lr_grid")
+    summary.update(run_id=run_id, status=status)
+    if dev is not None:
+        summary["final"]["dev"]["las_macro"] = dev
+    else:
+        summary.pop("final")
+    write_run(results, summary, metrics)
 
 
 # -- lr selection through the records ----------------------------------------------------------
@@ -50,18 +54,19 @@ def lr_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("lr")
     ids = cell_run_ids()
     for lr, dev in {0.001: 0.0, 0.003: 0.01, 0.01: 0.2, 0.03: 0.5, 0.1: 0.7}.items():
-        _record(results, ids[("sgd", 512)][lr], dev)
+        _record(results, ("sgd", 512), ids[("sgd", 512)][lr], dev)
     for lr, dev in {0.001: 0.80, 0.003: 0.83, 0.01: 0.16, 0.03: 0.02}.items():
-        _record(results, ids[("adam", 64)][lr], dev)
-    _record(results, ids[("adam", 64)][0.1], None, status="diverged")
-    _record(results, ids[("sm3_ii", 64)][0.01], 0.77)
-    _record(results, ids[("sm3_ii", 64)][0.03], 0.78)
-    _record(results, ids[("sm3_ii", 64)][0.1], 0.9, status="running")  # not finished: not used
+        _record(results, ("adam", 64), ids[("adam", 64)][lr], dev)
+    _record(results, ("adam", 64), ids[("adam", 64)][0.1], None, status="diverged")
+    _record(results, ("sm3_ii", 64), ids[("sm3_ii", 64)][0.01], 0.77)
+    _record(results, ("sm3_ii", 64), ids[("sm3_ii", 64)][0.03], 0.78)
+    # not finished: not used
+    _record(results, ("sm3_ii", 64), ids[("sm3_ii", 64)][0.1], 0.9, status="running")
     return results
 
 
 def test_selection_from_records_picks_the_dev_best_and_extends_an_end(lr_results: Path) -> None:
-    choices, scores, cells = choices_from_records(lr_results)
+    choices, scores, cells = choices_from_records(read_records(lr_results))
     by_cell = {(c.optimizer, c.batch_size): c for c in choices}
     assert len(cells) == 10 and set(by_cell) == {("sgd", 512), ("adam", 64), ("sm3_ii", 64)}
     sgd, adam, sm3 = by_cell[("sgd", 512)], by_cell[("adam", 64)], by_cell[("sm3_ii", 64)]
@@ -108,10 +113,15 @@ def _compose(*overrides: str) -> OmegaConf:
 def test_tuned_yaml_is_a_valid_experiment_whose_seed0_runs_reuse_the_grid(
     lr_results: Path, tmp_path: Path
 ) -> None:
-    choices, scores, _ = choices_from_records(lr_results)
+    choices, scores, _ = choices_from_records(read_records(lr_results))
     text = tuned_yaml(choices, scores, "results")
     table = yaml.safe_load(text)["lr_table"]
     assert table == {"sgd": {"b512": 0.1}, "adam": {"b64": 0.003}, "sm3_ii": {"b64": 0.03}}
+    written = tmp_path / "tuned_lr.yaml"
+    written.write_text(text)
+    assert out_of_date(choices, written) == []  # the config carries every choice
+    written.write_text(text.replace("b64: 0.003", "b64: 0.01"))
+    assert out_of_date(choices, written) == ["adam@64"]
     assert "UNSETTLED (provisional)" in text and "; settled" in text
     assert cell_run_ids()[("adam", 64)][0.003] in text  # names the record it came from
 
@@ -152,7 +162,7 @@ def test_a_contended_run_is_left_out_of_timing_verdicts_and_counted(tmp_path: Pa
     assert "1 of 30 run(s) left out as contended" in loaded.contention.note()
     md = build_report(tmp_path).read_text()  # the report judges the same way and says so
     assert "1 of 30 run(s) left out as contended" in md
-    assert "- **Claim 3**: holds" in md and "[holds](#study-claim-3)" in md
+    assert '<a id="study-claim-3"></a>**Claim 3**: holds' in md and "[holds](#study-claim-3)" in md
 
 
 def test_a_run_on_fewer_threads_than_cores_is_left_out_of_timing_verdicts(tmp_path: Path) -> None:
@@ -209,6 +219,23 @@ def _judged(results: Path, tweaks=None) -> ProtocolResult:
     )
 
 
+def test_protocols_are_entries_that_the_arms_script_and_the_report_share() -> None:
+    """The study's protocol comes first and is run by `make sweep`; the arms script runs every
+    other entry, in order (a new arm is its experiment yaml and one entry); names are unique and
+    every experiment an entry reads has its config."""
+    study, *others = PROTOCOLS
+    assert (study.key, study.experiment, study.arm_run) == ("study", "paper", "")
+    assert study.seed_means and not study.waits_for_lr_selection and not study.paired
+    assert list(arms()) == others and all(p.arm_run in ("sweep", "seed blocks") for p in others)
+    for names in ([p.key for p in PROTOCOLS], [p.speed_label for p in PROTOCOLS]):
+        assert len(names) == len(set(names))
+    for p in PROTOCOLS:
+        for experiment in p.experiments:
+            assert (config_dir() / "experiment" / f"{experiment}.yaml").is_file(), experiment
+    run_arms = Path(__file__).resolve().parents[1] / "scripts" / "run_arms.py"
+    assert "arms()" in run_arms.read_text()  # the script reads the entries, not a list of its own
+
+
 def test_matrix_labels_a_flipped_verdict_protocol_sensitive(tmp_path: Path) -> None:
     study = _judged(tmp_path / "a")
     tuned = _judged(tmp_path / "b", tweaks={("sm3_ii", 64): {"optimizer_state_bytes": 2e7}})
@@ -219,8 +246,7 @@ def test_matrix_labels_a_flipped_verdict_protocol_sensitive(tmp_path: Path) -> N
     assert table.loc[6, "tuned_lr"] == "does not hold" and table.loc[6, "study"] == "holds"
     assert table.loc[6, "across"] == "protocol-sensitive"
     assert (table.drop(index=6)["across"] == "robust").all()
-    md = matrix_markdown([study, tuned, no_dropout])
-    assert "[does not hold](#tuned_lr-claim-6)" in md and "*protocol-sensitive*" in md
+    assert tuned.cell(6) == "does not hold" and anchor(tuned.protocol, 6) == "tuned_lr-claim-6"
 
 
 def test_a_protocol_without_complete_runs_is_pending_and_undetermined(tmp_path: Path) -> None:
@@ -238,19 +264,88 @@ def test_a_protocol_without_complete_runs_is_pending_and_undetermined(tmp_path: 
 
 def test_judge_protocol_withholds_verdicts_until_its_grid_has_finished(tmp_path: Path) -> None:
     write_results(tmp_path, epochs=2, bad_runs=False)
-    paper = judge_protocol(tmp_path, PROTOCOLS[0])
+    results = Results(tmp_path)
+    paper = judge_protocol(results, PROTOCOLS[0])
     assert paper.complete and paper.finished == paper.grid == 30
-    no_dropout = judge_protocol(tmp_path, PROTOCOLS[2])  # other run ids: none of these count
+    no_dropout = judge_protocol(results, PROTOCOLS[2])  # other run ids: none of these count
     assert not no_dropout.complete and no_dropout.finished == 0
     assert no_dropout.cell(1) == "pending (0 of 30 runs)"
+    # one of the study's runs missing: its verdicts wait
+    (missing,) = (tmp_path / "runs").glob("adagrad-b512-s2-*/summary.json")
+    missing.unlink()
+    study = judge_protocol(Results(tmp_path), PROTOCOLS[0])
+    assert not study.complete and study.cell(1) == "pending (29 of 30 runs)"
+
+
+def test_an_extra_optimizer_joins_the_tables_without_holding_the_verdicts_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a sixth optimizer in the paper grid, the study's verdicts need only the runs of the
+    optimizers the claims name; the extra's runs join the tables when they come."""
+    import sm3repro.run.config as config
+    from sm3repro.run import grid
+
+    assert "adafactor" not in named_optimizers()
+    monkeypatch.setattr(config, "paper_grid", lambda: (*catalog.paper_grid(), "adafactor"))
+    grid._grid_configs.cache_clear()
+    try:
+        assert len(grid.grid_run_ids("paper")) == 36
+        write_results(tmp_path, epochs=2, bad_runs=False)  # the study's five: 30 runs
+        study = judge_protocol(Results(tmp_path), PROTOCOLS[0])
+        assert study.complete and (study.finished, study.grid) == (30, 30)
+        assert study.cell(1) == "holds"
+        for batch in (64, 512):  # the extra's runs, at the grid's own run ids
+            write_run(tmp_path, *make_run("adafactor", batch, 0, BASE[("adam", batch)], 2))
+        results = Results(tmp_path)
+        study = judge_protocol(results, PROTOCOLS[0])
+        assert study.complete and study.cell(1) == "holds"
+        t1 = table1(aggregate(results.runset("paper").runs))
+        assert t1.loc[t1["optimizer"] == "adafactor", "n"].tolist() == [1, 1]
+        assert "4 of the `paper` grid's 36 runs" in " ".join(results.runset("paper").notes)
+    finally:
+        grid._grid_configs.cache_clear()
+
+
+def test_the_lr_selection_holds_back_only_the_cells_the_claims_read(monkeypatch) -> None:
+    from sm3repro.arms.lr_selection.rule import GRID, CellChoice
+    from sm3repro.report import verdicts
+
+    cells = [(name, batch) for name in sorted(named_optimizers()) for batch in (64, 512)]
+    settled = [CellChoice(o, b, 0.01, 0.8, GRID, None, ()) for o, b in cells]
+    extra = CellChoice("adafactor", 64, 0.1, 0.5, (0.1,), 0.3, GRID[:-1])  # far from settled
+    compared = []
+    monkeypatch.setattr(verdicts, "out_of_date", lambda choices: compared.append(choices) or [])
+    lr = verdicts.LrSelection(pd.DataFrame(), [*cells, ("adafactor", 64)], [*settled, extra])
+    assert verdicts.lr_waiting_for(lr) is None
+    assert [c.optimizer for c in compared[0]] == [o for o, _ in cells]  # the extra is not read
+    lr.choices = [*settled[1:], extra]  # one of the claims' cells has no record yet
+    assert verdicts.lr_waiting_for(lr) == "lr selection: 9 of 10 cells settled"
+    monkeypatch.setattr(verdicts, "out_of_date", lambda choices: ["adam@64"])
+    lr.choices = settled
+    assert verdicts.lr_waiting_for(lr) == (
+        "tuned_lr.yaml out of date for adam@64 (rerun --write-tuned)"
+    )
 
 
 def test_the_study_report_holds_the_matrix_and_lr_figure(tmp_path: Path) -> None:
     write_results(tmp_path, epochs=2, bad_runs=False)
     md = build_report(tmp_path).read_text()
-    claims = md.split("## Claims\n", 1)[1]
-    assert claims.lstrip().startswith("### Claims × protocol")
-    assert "[holds](#study-claim-1)" in md and '<a id="study-claim-1"></a>' in md
+    summary = md.split("## Summary\n", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in summary.splitlines() if line.startswith("| #"))
+    judged = [p.speed_label.capitalize() for p in PROTOCOLS if p.seed_means]  # Study, Tuned lr..
+    assert header.split(" | ")[1:] == ["Claim (study)", "Judged by", *judged, "Across protocols |"]
+    rows = [line.split(" | ") for line in summary.splitlines() if line.startswith("| ")][1:]
+    seed_means = [row for row in rows if row[2] == "seed means"]
+    assert [row[0] for row in seed_means] == [f"| {n}" for n in range(1, 8)]
+    assert seed_means[0][1].startswith("SM3's training loss is clearly higher")  # its words
+    # claims 3 and 4 in tiers: rows of their own, each verdict linked to the tiers' section
+    tiers = [row for row in rows if row[2] != "seed means"]
+    assert {row[0] for row in tiers} == {"| 3", "| 4"}
+    assert {row[2] for row in tiers} == {"fixed epochs (95% intervals)",
+                                         "time to target (95% intervals)"}  # fmt: skip
+    assert all("(#claims-3-and-4-in-tiers-with-stated-confidence)" in row[3] for row in tiers)
+    assert "[holds](#study-claim-1)" in summary and '<a id="study-claim-1"></a>' in md
+    assert md.count("**Claim 1**: holds") == 1  # the study's evidence once, under its protocol
     assert "pending (0 of 30 runs)" in md and "*undetermined*" in md
     assert "![Dev macro LAS against lr](figures/fig_lr_sensitivity.png)" in md
     assert (tmp_path / "figures" / "fig_lr_sensitivity.png").stat().st_size > 5_000
@@ -261,7 +356,7 @@ def test_the_study_report_holds_the_matrix_and_lr_figure(tmp_path: Path) -> None
 
 def test_the_arms_table_times_only_the_runs_the_verdicts_time(tmp_path: Path) -> None:
     """Scores over every run; runtime and CPU cost without the contended and the 1-thread run."""
-    from sm3repro.report.arms import arms_table
+    from sm3repro.report.sections.protocol_arms import arms_table
 
     write_results(tmp_path, epochs=2, bad_runs=False)
     _edit_summary(tmp_path, "sm3_ii-b64-s0", lambda s: s["resources"].update(

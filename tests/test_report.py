@@ -13,7 +13,7 @@ from sm3repro.report.build import build_report
 from sm3repro.report.claims import CLAIMS, judge_claims
 from sm3repro.report.cli import main
 from sm3repro.report.judge import Stat, compare
-from sm3repro.report.runs import load_runs
+from sm3repro.report.results import load_runs
 from sm3repro.report.tables import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, aggregate
 
 TABLES = {
@@ -51,8 +51,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_has_every_part(report: Path) -> None:
     md = report.read_text()
-    for heading in ("Table I", "Table II", "Table III", "Fig. 1", "Dev attachment", "Claims"):
-        assert f"## {heading}" in md
+    titles = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert len(titles) == len(set(titles))  # no section twice
+    assert titles[:2] == ["Summary", "How to read the numbers"]  # one screen first
+    order = ["Claims", "Table I:", "Table II:", "Table III:", "Fig. 1", "Dev attachment",
+             "Excluded runs", "Machine, software and data"]  # fmt: skip
+    found = [next(i for i, t in enumerate(titles) if t.startswith(o)) for o in order]
+    assert found == sorted(found)  # the claims' details, then the tables, then the records
     assert "arXiv:1901.11150" in md and "Penn Treebank" in md and "UD English-EWT" in md
     assert "judged only by the order and ratios" in md
     for stem in ("fig1_train_loss", "fig_dev_attachment"):
@@ -63,18 +68,23 @@ def test_report_has_every_part(report: Path) -> None:
     for name in ("table1_cpu_runtime", "table2_las_uas", "table3_memory_speed", "claims"):
         assert (report.parent / "tables" / f"{name}.csv").is_file()
         assert "\\begin{tabular}" in (report.parent / "tables" / f"{name}.tex").read_text()
-    claims = md_table(md, "\nThresholds:")  # after the claims x protocol matrix
+    claims = md_table(md, "\nThresholds:")  # the claims table, after the thresholds
     assert claims["#"].tolist() == [str(claim.number) for claim in CLAIMS]
     assert set(claims["Verdict"]) == {"holds"}  # the fixtures are built so that all hold
     assert "Rule" in claims and "5%" in claims["Rule"][0]
 
 
-def test_excluded_runs_listed(report: Path) -> None:
-    excluded = md_table(report.read_text(), "## Excluded runs").set_index("run_id")["status"]
+def test_excluded_runs_listed_and_other_experiments_counted(report: Path) -> None:
+    md = report.read_text()
+    excluded = md_table(md, "## Excluded runs").set_index("run_id")["status"]
     assert excluded["adam-b512-s99-diverged"] == "diverged"
     assert excluded["sgd-b64-s98-truncated"] == "unreadable"
-    assert excluded.filter(like="-old").tolist() == ["other experiment"]
-    assert (excluded == "other experiment").sum() == 2  # the smoke run and the -old one
+    assert excluded.filter(like="-old").tolist() == ["not in the grid"]  # labelled paper
+    assert len(excluded) == 3  # the smoke run is another experiment's: counted, not listed
+    assert "3 run(s) excluded ([listed](#excluded-runs)); 1 record(s) of other experiments " in md
+    assert "are not part of it (smoke 1)." in md
+    csv = pd.read_csv(report.parent / "tables" / "excluded_runs.csv")
+    assert sorted(csv["run_id"]) == sorted(excluded.index)
 
 
 @pytest.mark.parametrize("heading", TABLES)
@@ -170,7 +180,12 @@ def test_missing_optimizer_and_tracker(tmp_path: Path) -> None:
     assert {"table1_cpu_runtime", "table2_las_uas", "table3_memory_speed", "claims"} <= set(
         tracker.tables
     )
-    assert all(path.is_file() for path in tracker.images.values()) and len(tracker.images) == 2
+    assert all(path.is_file() for path in tracker.images.values())
+    # the study's report: its curves, the lr selection and time to quality (no memory arm here)
+    assert set(tracker.images) == {
+        "fig1_train_loss", "fig_dev_attachment", "fig_lr_sensitivity", "fig_time_to_quality",
+    }  # fmt: skip
+    assert tracker.summary["runs_excluded"] == 2  # the diverged and the truncated record
     t1 = tracker.tables["table1_cpu_runtime"]
     assert t1.loc[t1.optimizer == "adam", "n"].tolist() == [0, 0]  # the study's row, no data
 
@@ -232,12 +247,12 @@ def test_regenerated_figures_are_byte_identical(tmp_path: Path) -> None:
     """No creation date in the PDFs: regenerating a committed report leaves git status clean."""
     from matplotlib.figure import Figure
 
-    from sm3repro.report.figures import _save
+    from sm3repro.report.figures import save
 
     def render(stem: Path) -> dict[str, bytes]:
         fig = Figure(figsize=(2, 2))
         fig.subplots().plot([0, 1], [1, 0])
-        return {p.suffix: p.read_bytes() for p in _save(fig, stem)}
+        return {p.suffix: p.read_bytes() for p in save(fig, stem)}
 
     first, second = render(tmp_path / "a"), render(tmp_path / "b")
     assert b"/CreationDate" not in first[".pdf"]

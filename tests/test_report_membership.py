@@ -11,11 +11,13 @@ from report_fixtures import BASE, grid_run_id, make_run, write_results, write_ru
 
 from sm3repro.optim import catalog
 from sm3repro.optim.catalog import CATALOG
-from sm3repro.report import claims, figures, runs
+from sm3repro.record.reader import finished_count, read_records
+from sm3repro.report import claims, figures
+from sm3repro.report import results as report_results
 from sm3repro.report.claims import CLAIMS, judge_all
-from sm3repro.report.experiment import grid_run_ids
-from sm3repro.report.runs import load_runs
+from sm3repro.report.results import load_runs
 from sm3repro.report.tables import aggregate, table1
+from sm3repro.run.grid import grid_run_ids
 
 COMMITTED_RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
 
@@ -62,7 +64,7 @@ def test_run_outside_the_grid_is_left_out(tmp_path: Path) -> None:
     loaded = load_runs(results, "paper")
     assert other not in set(loaded.runs["run_id"]) and len(loaded.runs) == 30
     assert loaded.excluded.set_index("run_id").loc[other].tolist() == [
-        "other experiment",
+        "not in the grid",
         "not in the paper grid",
     ]
     # the same run is a member of the grid swept with that override
@@ -83,7 +85,9 @@ def test_without_an_experiment_config_the_label_decides(tmp_path: Path) -> None:
     results = write_results(tmp_path, optimizers=("sgd",), seeds=(0,), bad_runs=False)
     write_results(tmp_path, optimizers=("adam",), seeds=(0,), bad_runs=False, experiment="adhoc")
     loaded = load_runs(results, "adhoc")
-    assert set(loaded.runs["optimizer"]) == {"adam"} and len(loaded.excluded) == 2
+    assert set(loaded.runs["optimizer"]) == {"adam"}
+    # the other experiment's runs are counted by label, not listed as exclusions
+    assert loaded.excluded.empty and loaded.other_experiments == {"paper": 2}
     assert "No experiment config `adhoc`" in loaded.notes[0]
 
 
@@ -95,13 +99,62 @@ def test_a_grid_with_more_axes_counts_each_cell_once(tmp_path: Path, monkeypatch
     earlier["provenance"]["finished_at"] = "2024-12-31T00:00:00+00:00"
     write_run(results, earlier, metrics)
     grid = [*grid_run_ids("paper"), earlier["run_id"]]
-    monkeypatch.setattr(runs, "grid_run_ids", lambda experiment, overrides: grid)
+    monkeypatch.setattr(report_results, "grid_run_ids", lambda experiment, overrides: grid)
     loaded = load_runs(results, "paper")
     assert loaded.excluded.set_index("run_id").loc[earlier["run_id"], "status"] == "duplicate"
     assert len(loaded.runs) == 2
 
 
+def test_one_status_rule_for_every_reader(tmp_path: Path) -> None:
+    """record.reader decides what a record is, once: the report lists what it leaves out with
+    the reader's status, and a grid counts the reader's finished records."""
+    results = write_results(tmp_path, optimizers=("adam",), batches=(64,), seeds=(0,), epochs=2)
+    summary, metrics = make_run("sgd", 64, 0, BASE[("sgd", 64)], 2)
+    write_run(results, {**summary, "run_id": "sgd-extra-field", "surprise": 1}, metrics)
+    write_run(results, {**summary, "run_id": "sgd-no-optimizer", "optimizer": ""}, metrics)
+    records = read_records(results)
+    assert records["adam-b512-s99-diverged"].status == "diverged"
+    assert records["adam-b512-s99-diverged"].finished
+    assert not records["adam-b512-s99-diverged"].completed
+    assert records["sgd-b64-s98-truncated"].status == "unreadable"
+    assert "surprise" in records["sgd-extra-field"].reason  # outside the schema
+    assert records["sgd-no-optimizer"].reason == "no optimizer/batch_size"
+    adam = grid_run_id("adam", 64, 0, "paper")
+    assert records[adam].completed and records[adam].summary.optimizer == "adam"
+    assert finished_count(records, [adam, "adam-b512-s99-diverged", "sgd-extra-field"]) == 2
+    excluded = load_runs(results, "paper").excluded.set_index("run_id")["status"].to_dict()
+    assert excluded == {
+        "adam-b512-s99-diverged": "diverged", "sgd-b64-s98-truncated": "unreadable",
+        "sgd-extra-field": "unreadable", "sgd-no-optimizer": "unreadable",
+    }  # fmt: skip
+
+
 # -- claims ------------------------------------------------------------------------------
+
+
+def test_tiers_and_named_optimizers_are_entries_of_the_claims() -> None:
+    """A claim's tiers say what judges them; the report's tier rows and the verdicts' wait come
+    from the entries, not from claim numbers written elsewhere."""
+    from sm3repro.report import speed_claims
+    from sm3repro.report import time_to_target as ttt
+    from sm3repro.report.judge import INTERVALS, MEMORY_ARM
+
+    figures = {*ttt.RUN_FIGURES, "ttt_s", "cpu_s_to_target"}  # speed_claims.run_table's
+    for claim in CLAIMS:
+        for tier in claim.tiers:
+            assert tier.judged_by in (INTERVALS, MEMORY_ARM), claim.number
+            if tier.judged_by == INTERVALS:
+                assert tier.figure in figures, (claim.number, tier)
+            else:
+                assert tier.width in ("smallest", "largest"), (claim.number, tier)
+        assert bool(claim.tiers) == bool(claim.below)  # a tier compares SM3-II with someone
+    assert speed_claims.TIER_NAMES == ("fixed epochs", "time to target", "optimizer step")
+    assert [c.number for c in speed_claims.TIERED] == [3, 4]
+    assert claims.named_optimizers() == {"sm3_ii", "sm3_i", "sgd", "adagrad", "adam"}
+    assert claims.timing_claims() == [3, 4] and claims.claims_reading("cpu_s_per_1k") == [4]
+    assert [claims.claims_text(n) for n in ([4], [3, 4], [1, 2, 5])] == [
+        "claim 4", "claims 3 and 4", "claims 1, 2 and 5",
+    ]  # fmt: skip
 
 
 def test_each_claim_is_one_complete_record() -> None:
@@ -137,7 +190,7 @@ def test_each_check_is_observable(tmp_path: Path) -> None:
 # -- optimizers ----------------------------------------------------------------------------
 
 
-def test_a_sixth_optimizer_reaches_tables_and_figures(tmp_path: Path, monkeypatch) -> None:
+def test_a_sixth_optimizer_reaches_tables_and_figures(tmp_path: Path) -> None:
     for opt in ("adam", "adafactor", "sm3_ii"):
         for seed in (0, 1):
             write_run(tmp_path, *make_run(opt, 64, seed, BASE[("adam", 64)], 2, "adhoc"))
@@ -145,10 +198,8 @@ def test_a_sixth_optimizer_reaches_tables_and_figures(tmp_path: Path, monkeypatc
     rows = table1(aggregate(loaded.runs))
     assert rows.loc[rows["n"] > 0, "optimizer"].tolist() == ["sm3_ii", "adam", "adafactor"]
 
-    drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, stem: drawn.append(fig) or [])
-    figures.plot_curves(loaded.curves, {"train_loss": "loss"}, "t", tmp_path / "fig")
-    legend = [text.get_text() for text in drawn[0].legends[0].get_texts()]
+    drawn = figures.plot_curves(loaded.curves, {"train_loss": "loss"}, "t")
+    legend = [text.get_text() for text in drawn.legends[0].get_texts()]
     assert legend == ["SM3-II", "Adam", "Adafactor"]
     assert catalog.ordered(["adafactor", "adam", "sm3_i"]) == ["sm3_i", "adam", "adafactor"]
 

@@ -11,8 +11,10 @@ import statistics
 import pandas as pd
 import pytest
 
+from sm3repro.record.implementation import sm3_ran_eager
 from sm3repro.report import published
-from sm3repro.report.runs import VALUES
+from sm3repro.report.eager import EAGER_MARK
+from sm3repro.report.quantities import VALUES
 from sm3repro.report.tables import (
     TABLE1_COLUMNS,
     TABLE1_EAGER,
@@ -26,7 +28,6 @@ from sm3repro.report.tables import (
     table2,
     table3,
 )
-from sm3repro.report.timing import EAGER_MARK, sm3_ran_eager
 
 # (optimizer, batch) -> per seed: (cpu%, runtime min, test LAS macro, test UAS macro, state bytes)
 SEEDS = {

@@ -15,6 +15,7 @@ from scipy import stats
 from sm3repro.record.schema import DevPoint
 from sm3repro.report import time_to_target as ttt
 from sm3repro.report.intervals import ratio_interval
+from sm3repro.report.results import Results
 
 
 # -- the interval rule ---------------------------------------------------------------------
@@ -77,7 +78,7 @@ def test_targets_come_from_the_best_baseline_and_times_are_the_first_point_reach
         write_curve_run(tmp_path, "sgd", 64, seed, [(5.0, 0.70), (9.0, 0.72)])
         # SM3 beats every baseline's best, yet must not move the targets
         write_curve_run(tmp_path, "sm3_ii", 64, seed, [(60.0, 0.70), (70.0, 0.90)])
-    curves = ttt.load_curves(tmp_path)
+    curves = ttt.load_curves(Results(tmp_path))
     ladder = ttt.targets(curves.points, fractions=(0.95, 0.99))
     assert ladder[["baseline", "baseline_best"]].drop_duplicates().values.tolist() == [
         ["adagrad", 0.80]
@@ -108,7 +109,7 @@ def test_untrusted_runs_are_left_out_and_old_records_give_epoch_resolution(tmp_p
     summary, metrics = make_run("adam", 64, 1, dict(BASE[("adam", 64)]), epochs=2,
                                 experiment="tuned_lr")  # fmt: skip
     write_run(tmp_path, summary, metrics)
-    curves = ttt.load_curves(tmp_path)
+    curves = ttt.load_curves(Results(tmp_path))
     assert curves.left_out == 3
     assert sorted(curves.points["seed"].unique()) == [1]
     adam = curves.points[curves.points["variant"] == "adam"]
@@ -134,8 +135,8 @@ def test_the_timed_arm_pairs_by_seed_and_keeps_sparse_rows_apart(tmp_path: Path)
         summary["run_id"] = run_id + "-sparse"
         write_run(tmp_path, summary, [json.loads(line) for line in
                                       (path.parent / "metrics.jsonl").open()])  # fmt: skip
-    times = ttt.times_to_target(ttt.load_curves(tmp_path).points, ttt.targets(
-        ttt.load_curves(tmp_path).points, fractions=(0.95,)))  # fmt: skip
+    times = ttt.times_to_target(ttt.load_curves(Results(tmp_path)).points, ttt.targets(
+        ttt.load_curves(Results(tmp_path)).points, fractions=(0.95,)))  # fmt: skip
     compared = ttt.compare_to_reference(times).set_index("optimizer")
     assert {"SM3-II", "SM3-II (sparse rows)"} <= set(compared.index)
     # paired by block, the host's speed cancels: exactly 2x and exactly 1x, zero-width intervals
@@ -196,5 +197,5 @@ def test_damaged_records_are_skipped_not_fatal(tmp_path: Path) -> None:
     sparse = tmp_path / "runs" / "sparse-run"
     sparse.mkdir()
     (sparse / "summary.json").write_text('{"run_id": "sparse-run", "status": "completed"}')
-    curves = ttt.load_curves(tmp_path)
+    curves = ttt.load_curves(Results(tmp_path))
     assert set(curves.points["run_id"]) == {good}

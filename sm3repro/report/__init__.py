@@ -1,6 +1,8 @@
-"""The reproduction report: tables, figures and claim verdicts from the run records.
+"""The reproduction report: REPORT.md, tables and figures from the run records.
 
-runs (which records, as a DataFrame) -> tables (seed means, Tables I-III) -> claims (verdicts)
--> figures and render (Markdown, LaTeX) -> build (writes them all) <- cli
-(``python -m sm3repro.report``).
+results (every record read once, by one status rule; an experiment's runs as a table) ->
+verdicts (every claim judged once: per protocol, in tiers, in the memory arm) -> sections (each
+renders Markdown, tables and figures from the judgement) -> build (the only writer) <- cli
+(``python -m sm3repro.report``). The claims (claims.py), the quantities they read
+(quantities.py) and the protocols (sm3repro/arms/protocols.py) are data entries.
 """

@@ -1,36 +1,86 @@
-"""Build REPORT.md, tables (CSV, LaTeX) and figures (PNG, PDF) from the run records.
-
-Completed runs of one experiment are averaged over seeds per (optimizer, batch size), put
-beside the study's numbers (published.py), and the study's claims are judged (claims.py).
+"""Build REPORT.md, tables (CSV, LaTeX) and figures (PNG, PDF): the records are loaded once
+(results.py), judged once (verdicts.py), and each section of SECTIONS renders its part; this
+module is the only one that writes the report's files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sm3repro.io import atomic_write_text
-from sm3repro.report import render
-from sm3repro.report.claims import judge_claims
-from sm3repro.report.figures import plot_curves
-from sm3repro.report.memory_section import memory_section
-from sm3repro.report.runs import load_runs
-from sm3repro.report.speed_section import speed_section
-from sm3repro.report.tables import aggregate, table1, table2, table3
-from sm3repro.report.timing import uncontended
+from sm3repro.report.figures import save
+from sm3repro.report.results import Results
+from sm3repro.report.section import LatexTable, Section
+from sm3repro.report.sections import claims, memory, protocol_arms, records, speed, study_tables
+from sm3repro.report.sections import summary as summary_section
+from sm3repro.report.verdicts import Judgement, judge_everything
 
-# figure file stem -> (metric column -> axis label, title)
-FIGURES = {
-    "fig1_train_loss": (
-        {"train_loss": "training loss"},
-        "Training loss per epoch (mean ± std over seeds)",
-    ),
-    "fig_dev_attachment": (
-        {"dev_las_macro": "dev LAS (macro)", "dev_uas_macro": "dev UAS (macro)"},
-        "Dev attachment scores per epoch (macro, mean ± std over seeds)",
-    ),
-}
+# REPORT.md's sections in order: one screen of summary, then the details.
+SECTIONS: tuple[Callable[[Judgement], Section | None], ...] = (
+    summary_section.header,
+    summary_section.summary,
+    summary_section.reading_notes,
+    claims.section,
+    claims.under_each_protocol,
+    speed.section,
+    memory.section,
+    study_tables.section,
+    study_tables.curves,
+    protocol_arms.lr_selection,
+    protocol_arms.arms,
+    records.excluded,
+    records.provenance,
+    records.notes,
+)
+
+# pdflatex has no glyphs for these without extra packages; < and > print as other characters.
+LATEX_SYMBOLS = str.maketrans(
+    {
+        "±": r"$\pm$",
+        "≤": r"$\le$",
+        "≥": r"$\ge$",
+        "≈": r"$\approx$",
+        "–": "--",
+        "<": "$<$",
+        ">": "$>$",
+        "†": r"$^\dagger$",
+    }
+)
+
+
+def render_latex(name: str, table: LatexTable) -> str:
+    tex = table.shown.to_latex(
+        index=False, escape=True, caption=table.caption, label=f"tab:{name}",
+        column_format=table.column_format,
+    )  # fmt: skip
+    return tex.translate(LATEX_SYMBOLS)
+
+
+def _write(section: Section, out_dir: Path) -> None:
+    for name, df in section.tables.items():
+        atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
+    for name, table in section.latex.items():
+        atomic_write_text(out_dir / "tables" / f"{name}.tex", render_latex(name, table))
+    for stem, figure in section.figures.items():
+        save(figure.figure, out_dir / "figures" / stem, figure.formats)
+
+
+def _log(sections: Sequence[Section], judgement: Judgement, out_dir: Path, tracker: Any) -> None:
+    """Every table and PNG figure of the report, and its verdicts, to the tracker."""
+    for section in sections:
+        for name, df in section.tables.items():
+            tracker.log_table(name, df)
+        for stem, figure in section.figures.items():
+            if "png" in figure.formats:
+                tracker.log_image(stem, out_dir / "figures" / f"{stem}.png")
+    verdicts = {f"claim{r.claim.number}": r.verdict for r in judgement.claims}
+    tracker.log_summary({
+        "runs_completed": len(judgement.reported.runs),
+        "runs_excluded": len(judgement.reported.excluded),
+        **verdicts,
+    })  # fmt: skip
 
 
 def build_report(
@@ -42,8 +92,8 @@ def build_report(
 ) -> Path:
     """Write REPORT.md, tables/ and figures/ under ``out_dir`` (default ``results_dir``).
 
-    ``experiment`` and ``overrides`` choose the runs (see runs.load_runs). ``tracker``, if
-    given, receives the tables, figures and verdicts (log_table, log_image, log_summary); the
+    ``experiment`` and ``overrides`` choose the runs (see results.Results.reported). ``tracker``,
+    if given, receives the tables, figures and verdicts (log_table, log_image, log_summary); the
     caller owns it and calls finish().
     """
     results_dir = Path(results_dir)
@@ -51,66 +101,13 @@ def build_report(
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
 
-    loaded = load_runs(results_dir, experiment, overrides)
-    stats = aggregate(loaded.runs)
-    tables = {
-        "table1_cpu_runtime": table1(stats),
-        "table2_las_uas": table2(stats),
-        "table3_memory_speed": table3(stats),
-        # timing verdicts over uncontended runs only (timing.py)
-        "claims": judge_claims(aggregate(uncontended(loaded.runs))),
-    }
-    displays = render.displays(tables)
-    for name, df in tables.items():
-        atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
-        shown, caption = displays[name]
-        atomic_write_text(
-            out_dir / "tables" / f"{name}.tex", render.render_latex(name, shown, caption)
-        )
-    atomic_write_text(out_dir / "tables" / "excluded_runs.csv", loaded.excluded.to_csv(index=False))
-
-    for stem, (metrics, title) in FIGURES.items():
-        plot_curves(loaded.curves, metrics, title, out_dir / "figures" / stem)
-    figures = {stem: Path("figures") / f"{stem}.png" for stem in FIGURES}
-
-    # The study protocol's report also judges the claims under the other protocols.
-    # (Imported here: it imports lr_selection, which `python -m` must find unimported.)
-    from sm3repro.report.protocol_sections import PROTOCOLS, build_sections
-
-    sections = speed = None
-    if loaded.experiment == PROTOCOLS[0].experiment:
-        sections, _ = build_sections(results_dir, out_dir / "figures", overrides)
-        speed = speed_section(results_dir, out_dir / "figures")  # claims 3 and 4 in tiers
-        if speed is not None:
-            sections.tables.update(speed.tables)
-            sections.claims_top += speed.summary
-        for name, df in sections.tables.items():
-            atomic_write_text(out_dir / "tables" / f"{name}.csv", df.to_csv(index=False))
-
+    judgement = judge_everything(Results(results_dir, overrides), experiment)
+    sections = [part for make in SECTIONS if (part := make(judgement)) is not None]
+    for section in sections:
+        _write(section, out_dir)
     report = out_dir / "REPORT.md"
-    shown = {name: df for name, (df, _) in displays.items()}
-    markdown = render.render_markdown(loaded, tables, shown, figures, sections)
-    if speed is not None:
-        markdown = markdown.rstrip("\n") + "\n\n" + speed.markdown
-    if (results_dir / "memory").is_dir():  # the memory arm's records (make memory)
-        markdown = (
-            markdown.rstrip("\n")
-            + "\n\n"
-            + memory_section(results_dir / "memory", out_dir / "figures", out_dir)
-        )
-    atomic_write_text(report, markdown)
-
+    markdown = "\n".join(line for section in sections for line in section.lines)
+    atomic_write_text(report, markdown.rstrip("\n") + "\n")
     if tracker is not None:
-        for name, df in tables.items():
-            tracker.log_table(name, df)
-        tracker.log_table("excluded_runs", loaded.excluded)
-        for name, rel in figures.items():
-            tracker.log_image(name, out_dir / rel)
-        verdicts = {
-            f"claim{c}": v
-            for c, v in tables["claims"][["claim", "verdict"]].itertuples(index=False)
-        }
-        tracker.log_summary(
-            {"runs_completed": len(loaded.runs), "runs_excluded": len(loaded.excluded), **verdicts}
-        )
+        _log(sections, judgement, out_dir, tracker)
     return report

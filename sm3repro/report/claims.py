@@ -1,21 +1,53 @@
-"""The study's claims, each one record: its words, our rule in words, and the checks.
+"""The study's claims, each one entry: its words, our rule in words, the checks, and its tiers.
 
 The rule text and the report's threshold legend are formatted from the same Threshold objects
-the checks use, so a threshold is typed once. Add a claim by adding a record to CLAIMS.
+the checks use, so a threshold is typed once; a check names its quantity (quantities.py), so its
+decimals and timing flag come with it. Add a claim by adding an entry to CLAIMS: the report
+judges it under every protocol, and its summary shows it with its words.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
-from sm3repro.report.judge import Check, Claim, ClaimResult, Threshold, judge
+from sm3repro.report.judge import (
+    INTERVALS,
+    MEMORY_ARM,
+    Check,
+    Claim,
+    ClaimResult,
+    Op,
+    Threshold,
+    Tier,
+    judge,
+)
 from sm3repro.report.published import BATCH_SIZES
+from sm3repro.report.quantities import QUANTITY as Q
 
 # Relative differences of seed means.
 CLEAR = Threshold(0.05, "clearly = >{:.0%}")  # "clearly higher/worse" (and spreads apart)
 LEVEL = Threshold(0.05, "reaches the level = at most +{:.0%}")  # "reaches the level of"
 SAME_SPEED = Threshold(0.10, "about as fast = within ±{:.0%}")  # runtimes
 NOT_WORSE = Threshold(0.01, "as good as = at most {:.0%} worse")  # "as good as", "at least as"
+
+# Claims 3 and 4 in tiers: each a per-run figure of speed_claims.run_table (lower is better).
+SPEED_TIERS = (
+    Tier("fixed epochs", INTERVALS, figure="runtime_s"),
+    Tier("time to target", INTERVALS, figure="ttt_s"),
+    Tier("optimizer step", INTERVALS, figure="optimizer_ms_per_step"),
+)
+CPU_TIERS = (
+    Tier("fixed epochs", INTERVALS, figure="cpu_s_per_1k"),
+    Tier("time to target", INTERVALS, figure="cpu_s_to_target"),
+    Tier("optimizer step", INTERVALS, figure="optimizer_cpu_s_per_1k"),
+)
+# Claim 6 in the memory arm (memory.py): at the study's size and at its largest width.
+MEMORY_TIERS = (
+    Tier("at the study's scale", MEMORY_ARM, width="smallest"),
+    Tier("at scale", MEMORY_ARM, width="largest"),
+)
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
@@ -27,11 +59,11 @@ CLAIMS: tuple[Claim, ...] = (
         "Adagrad's (reaches its level) and below Adam's.",
         (
             *[
-                Check("epoch-1 train loss", "train_loss_epoch1", 64, ">>", other, CLEAR)
+                Check(Q["train_loss_epoch1"], 64, Op.ABOVE_BY_MORE_THAN, other, CLEAR)
                 for other in ("adam", "adagrad")
             ],
-            Check("final train loss", "train_loss", 64, "<~", "adagrad", LEVEL),
-            Check("final train loss", "train_loss", 64, "<", "adam"),
+            Check(Q["train_loss"], 64, Op.AT_MOST_ABOVE_BY, "adagrad", LEVEL),
+            Check(Q["train_loss"], 64, Op.BELOW, "adam"),
         ),
     ),
     Claim(
@@ -44,8 +76,8 @@ CLAIMS: tuple[Claim, ...] = (
             check
             for other in ("adam", "adagrad")
             for check in (
-                Check("final train loss", "train_loss", 512, ">>", other, CLEAR),
-                Check("train loss averaged over epochs", "train_loss_mean", 512, ">", other),
+                Check(Q["train_loss"], 512, Op.ABOVE_BY_MORE_THAN, other, CLEAR),
+                Check(Q["train_loss_mean"], 512, Op.ABOVE, other),
             )
         ),
     ),
@@ -58,11 +90,14 @@ CLAIMS: tuple[Claim, ...] = (
             check
             for bs in BATCH_SIZES
             for check in (
-                Check("runtime min", "runtime_min", bs, "<", "adam"),
-                Check("runtime min", "runtime_min", bs, "<", "adagrad"),
-                Check("runtime min", "runtime_min", bs, "~", "sgd", SAME_SPEED),
+                Check(Q["runtime_min"], bs, Op.BELOW, "adam"),
+                Check(Q["runtime_min"], bs, Op.BELOW, "adagrad"),
+                Check(Q["runtime_min"], bs, Op.WITHIN_EITHER_SIDE, "sgd", SAME_SPEED),
             )
         ),
+        tiers=SPEED_TIERS,
+        below=("adam", "adagrad"),
+        about=("sgd",),
     ),
     Claim(
         4,
@@ -72,10 +107,12 @@ CLAIMS: tuple[Claim, ...] = (
         "Adagrad's. Not CPU%: with threads pinned to the cores every optimizer reads ~99%, so "
         "CPU% is the thread count, not the optimizer's cost.",
         tuple(
-            Check("CPU-s per 1k examples", "cpu_s_per_1k", bs, "<", other)
+            Check(Q["cpu_s_per_1k"], bs, Op.BELOW, other)
             for bs in BATCH_SIZES
             for other in ("adam", "adagrad")
         ),
+        tiers=CPU_TIERS,
+        below=("adam", "adagrad"),
     ),
     Claim(
         5,
@@ -85,14 +122,11 @@ CLAIMS: tuple[Claim, ...] = (
         tuple(
             check
             for bs in BATCH_SIZES
-            for col, what in (
-                ("test_las_macro", "test LAS macro"),
-                ("test_uas_macro", "test UAS macro"),
-            )
+            for score in (Q["test_las_macro"], Q["test_uas_macro"])
             for check in (
-                Check(what, col, bs, ">~", "sgd", NOT_WORSE),
-                Check(what, col, bs, ">~", "adagrad", NOT_WORSE),
-                Check(what, col, bs, "<", "adam"),
+                Check(score, bs, Op.AT_MOST_BELOW_BY, "sgd", NOT_WORSE),
+                Check(score, bs, Op.AT_MOST_BELOW_BY, "adagrad", NOT_WORSE),
+                Check(score, bs, Op.BELOW, "adam"),
             )
         ),
     ),
@@ -103,14 +137,13 @@ CLAIMS: tuple[Claim, ...] = (
         "Batch 64 and 512. Optimizer state bytes and peak RSS of SM3-II below Adam's and "
         "Adagrad's.",
         tuple(
-            Check(what, col, bs, "<", other)
+            Check(memory, bs, Op.BELOW, other)
             for bs in BATCH_SIZES
-            for col, what in (
-                ("optimizer_state_bytes", "optimizer state bytes"),
-                ("peak_rss_mb", "peak RSS MB"),
-            )
+            for memory in (Q["optimizer_state_bytes"], Q["peak_rss_mb"])
             for other in ("adam", "adagrad")
         ),
+        tiers=MEMORY_TIERS,
+        below=("adam", "adagrad"),
     ),
     Claim(
         7,
@@ -122,9 +155,9 @@ CLAIMS: tuple[Claim, ...] = (
             check
             for bs in BATCH_SIZES
             for check in (
-                Check("final train loss", "train_loss", bs, "<~", "sm3_i", NOT_WORSE),
-                Check("final train accuracy", "train_accuracy", bs, ">~", "sm3_i", NOT_WORSE),
-                Check("test LAS macro", "test_las_macro", bs, ">~", "sm3_i", NOT_WORSE),
+                Check(Q["train_loss"], bs, Op.AT_MOST_ABOVE_BY, "sm3_i", NOT_WORSE),
+                Check(Q["train_accuracy"], bs, Op.AT_MOST_BELOW_BY, "sm3_i", NOT_WORSE),
+                Check(Q["test_las_macro"], bs, Op.AT_MOST_BELOW_BY, "sm3_i", NOT_WORSE),
             )
         ),
     ),
@@ -137,12 +170,41 @@ def thresholds() -> str:
     return "; ".join(t.describe() for t in used)
 
 
+def claim_by_number(number: int) -> Claim:
+    return next(c for c in CLAIMS if c.number == number)
+
+
+def named_optimizers() -> frozenset[str]:
+    """Every optimizer a claim reads: a protocol's verdicts wait for these runs only, so an
+    optimizer outside the study (an extra row of the tables) never holds them back."""
+    return frozenset(name for c in CLAIMS for name in c.optimizers)
+
+
+def claims_reading(quantity: str) -> list[int]:
+    """The numbers of the claims with a check on ``quantity``."""
+    return [c.number for c in CLAIMS if any(check.col == quantity for check in c.checks)]
+
+
+def timing_claims() -> list[int]:
+    """The numbers of the claims with a check on a timing (what contention leaves out)."""
+    return [c.number for c in CLAIMS if any(check.quantity.timing for check in c.checks)]
+
+
+def claims_text(numbers: Sequence[int]) -> str:
+    """``claim 4``, ``claims 3 and 4``, ``claims 1, 2 and 5``."""
+    if not numbers:
+        return "no claim"
+    if len(numbers) == 1:
+        return f"claim {numbers[0]}"
+    return f"claims {', '.join(str(n) for n in numbers[:-1])} and {numbers[-1]}"
+
+
 def judge_all(stats: pd.DataFrame) -> list[ClaimResult]:
     """Every claim judged on aggregate()'s seed means, with each check's outcome."""
     return [judge(claim, stats) for claim in CLAIMS]
 
 
-def judge_claims(stats: pd.DataFrame) -> pd.DataFrame:
+def claims_table(results: Sequence[ClaimResult]) -> pd.DataFrame:
     """One row per claim: statement, rule, verdict and the numbers behind it."""
     return pd.DataFrame(
         [
@@ -153,6 +215,11 @@ def judge_claims(stats: pd.DataFrame) -> pd.DataFrame:
                 verdict=r.verdict,
                 evidence=r.evidence,
             )
-            for r in judge_all(stats)
+            for r in results
         ]
     )
+
+
+def judge_claims(stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: statement, rule, verdict and the numbers behind it."""
+    return claims_table(judge_all(stats))

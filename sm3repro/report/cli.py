@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from sm3repro.report.build import build_report
-from sm3repro.report.experiment import config_dir
+from sm3repro.run.grid import config_dir
 
 
 def _make_tracker(out_dir: Path, experiment: str | None) -> Any:

@@ -1,20 +1,23 @@
 """How a claim is judged: three-valued comparisons of seed means, one per check.
 
-A :class:`Claim` (records in claims.py) lists its :class:`Check` s; :func:`judge` compares
-each on the aggregated runs and keeps every check's outcome, so the verdict can be traced to
-the check that decided it.
+A :class:`Claim` (entries in claims.py) lists its :class:`Check` s; :func:`judge` compares each
+on the aggregated runs and keeps every check's outcome, so the verdict can be traced to the
+check that decided it. A claim may also be judged in :class:`Tier` s (speed_claims.py, memory.py),
+each a row of its own in the report's summary.
 """
 
 from __future__ import annotations
 
+import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from sm3repro.optim import catalog
-from sm3repro.report.tables import DECIMALS
-from sm3repro.report.timing import EAGER_MARK, TIMING_COLUMNS
+from sm3repro.report.eager import EAGER_MARK
+from sm3repro.report.quantities import Quantity
 
 LEGEND = (
     "How the rules decide: quantities are seed means ± std. A strict comparison (<, >) counts "
@@ -26,6 +29,35 @@ LEGEND = (
     "no spread: std is 0 and the means decide."
 )
 MARK = {True: "yes", False: "no", None: "undecided"}
+SUBJECT = "sm3_ii"  # our stand-in for the study's "SM3" (it never says which variant)
+
+
+class Op(enum.StrEnum):
+    """How a check compares SM3-II's seed mean ``a`` with the other's ``b`` (the value is the
+    short form). Whether a tolerance is one-sided or two-sided is in the name."""
+
+    BELOW = "<"  # a < b, decided only when the mean ± std spreads do not overlap
+    ABOVE = ">"  # a > b, likewise
+    ABOVE_BY_MORE_THAN = ">>"  # a > b by more than the tolerance (relative to b), spreads apart
+    AT_MOST_ABOVE_BY = "<~"  # one-sided: a <= b (1 + x); any amount below holds
+    AT_MOST_BELOW_BY = ">~"  # one-sided: a >= b (1 - x); any amount above holds
+    WITHIN_EITHER_SIDE = "~"  # two-sided: |a - b| <= x |b|
+
+    @property
+    def tolerance(self) -> bool:
+        """A tolerance comparison: holds within the tolerance whatever the spreads."""
+        return self in (Op.AT_MOST_ABOVE_BY, Op.AT_MOST_BELOW_BY, Op.WITHIN_EITHER_SIDE)
+
+    def symbol(self, rel: float) -> str:
+        """How an evidence line prints it, e.g. ``≥ (-1%)``."""
+        return {
+            Op.BELOW: "<",
+            Op.ABOVE: ">",
+            Op.ABOVE_BY_MORE_THAN: f"> (by >{rel:.0%})",
+            Op.AT_MOST_ABOVE_BY: f"≤ (+{rel:.0%})",
+            Op.AT_MOST_BELOW_BY: f"≥ (-{rel:.0%})",
+            Op.WITHIN_EITHER_SIDE: f"≈ (±{rel:.0%})",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -49,33 +81,34 @@ def _rel(a: float, b: float) -> float:
     return (a - b) / abs(b)
 
 
-def compare(kind: str, a: Stat, b: Stat, rel: float = 0.0) -> bool | None:
-    """Three-valued test of ``a <kind> b``: True, False, or None (undecided).
+def compare(op: Op | str, a: Stat, b: Stat, rel: float = 0.0) -> bool | None:
+    """Three-valued test of ``a <op> b``: True, False, or None (undecided).
 
-    ``<`` / ``>``: strict order, decided only when the mean ± std spreads do not overlap.
-    ``>>``: a above b by more than ``rel`` (relative to b) with non-overlapping spreads.
-    ``<~`` / ``>~`` / ``~``: a at most / at least / about b within ``rel``. These claim a
+    Strict (BELOW, ABOVE, ABOVE_BY_MORE_THAN): decided only when the mean ± std spreads do not
+    overlap. Tolerance (AT_MOST_ABOVE_BY, AT_MOST_BELOW_BY, WITHIN_EITHER_SIDE): these claim a
     tolerance, so they hold whenever the means are within it, and fail only when outside it
     with non-overlapping spreads.
     """
+    op = Op(op)
     r = _rel(a.mean, b.mean)
-    if kind in ("<~", ">~", "~"):
-        ok = {"<~": r <= rel, ">~": r >= -rel, "~": abs(r) <= rel}[kind]
+    if op.tolerance:
+        ok = {Op.AT_MOST_ABOVE_BY: r <= rel, Op.AT_MOST_BELOW_BY: r >= -rel,
+              Op.WITHIN_EITHER_SIDE: abs(r) <= rel}[op]  # fmt: skip
         return True if ok else (None if a.overlaps(b) else False)
     if a.overlaps(b):
         return None
-    return {"<": r < 0, ">": r > 0, ">>": r > rel}[kind]
+    return {Op.BELOW: r < 0, Op.ABOVE: r > 0, Op.ABOVE_BY_MORE_THAN: r > rel}[op]
 
 
-def _symbol(kind: str, rel: float) -> str:
-    return {
-        "<": "<",
-        ">": ">",
-        ">>": f"> (by >{rel:.0%})",
-        "<~": f"≤ (+{rel:.0%})",
-        ">~": f"≥ (-{rel:.0%})",
-        "~": f"≈ (±{rel:.0%})",
-    }[kind]
+def verdict_of(outcomes: Iterable[bool | None], no_data: str = "inconclusive") -> str:
+    """*does not hold* if any part fails, else *inconclusive* if any is undecided, else
+    *holds*; ``no_data`` when there are no parts at all."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        return no_data
+    if any(o is False for o in outcomes):
+        return "does not hold"
+    return "inconclusive" if any(o is None for o in outcomes) else "holds"
 
 
 @dataclass(frozen=True)
@@ -91,15 +124,18 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Check:
-    """``subject <kind> other`` on column ``col`` at batch size ``batch``, e.g. SM3-II < Adam."""
+    """``subject <op> other`` on a quantity at batch size ``batch``, e.g. SM3-II < Adam."""
 
-    what: str  # the quantity in words, as the evidence prints it
-    col: str
+    quantity: Quantity
     batch: int
-    kind: str  # see compare()
+    op: Op
     other: str
     threshold: Threshold | None = None
-    subject: str = "sm3_ii"  # our stand-in for the study's "SM3" (it never says which variant)
+    subject: str = SUBJECT
+
+    @property
+    def col(self) -> str:
+        return self.quantity.name
 
     @property
     def rel(self) -> float:
@@ -107,17 +143,47 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Tier:
+    """Another way a claim is judged, a row of its own in the summary: a per-run figure compared
+    as a ratio with a 95% interval (``INTERVALS``, speed_claims.py), or the memory arm's records
+    at one of its sizes (``MEMORY_ARM``, memory.py)."""
+
+    name: str  # "fixed epochs", "at the study's size"
+    judged_by: str  # INTERVALS or MEMORY_ARM
+    figure: str = ""  # INTERVALS: the per-run figure compared (lower is better)
+    width: str = ""  # MEMORY_ARM: "smallest" or "largest" embedding width of the arm's grid
+
+
+INTERVALS, MEMORY_ARM = "intervals", "memory arm"
+
+
+@dataclass(frozen=True)
 class Claim:
-    """One claim of the study: its words, our rule for it in words, and the checks that apply it."""
+    """One claim of the study: its words, our rule for it in words, the checks that apply it to
+    seed means, and the tiers it is judged in besides. In every tier SM3-II must be decidedly
+    below each optimizer of ``below`` (faster, cheaper, smaller) and within ±10% of each of
+    ``about``."""
 
     number: int
     statement: str
     rule: str
     checks: tuple[Check, ...]
+    tiers: tuple[Tier, ...] = ()
+    below: tuple[str, ...] = ()
+    about: tuple[str, ...] = ()
 
     @property
     def thresholds(self) -> tuple[Threshold, ...]:
         return tuple(dict.fromkeys(c.threshold for c in self.checks if c.threshold is not None))
+
+    @property
+    def optimizers(self) -> frozenset[str]:
+        """Every optimizer the claim reads: its checks' two sides and its tiers' comparators."""
+        sides = {name for c in self.checks for name in (c.subject, c.other)}
+        return frozenset({*sides, *([SUBJECT] if self.tiers else []), *self.below, *self.about})
+
+    def tiers_judged_by(self, kind: str) -> tuple[Tier, ...]:
+        return tuple(t for t in self.tiers if t.judged_by == kind)
 
 
 @dataclass(frozen=True)
@@ -137,11 +203,12 @@ class CheckResult:
         if self.missing:
             return None
         c, a, b = self.check, self.subject, self.other
-        d = DECIMALS[c.col]
+        d = c.quantity.decimals
         fmt = lambda s: f"{s.mean:.{d}f} ± {s.std:.{d}f}"  # noqa: E731
         return (
-            f"b{c.batch} {c.what}: {catalog.label(c.subject)} {fmt(a)} {_symbol(c.kind, c.rel)} "
-            f"{catalog.label(c.other)} {fmt(b)} ({_rel(a.mean, b.mean):+.1%}): {MARK[self.outcome]}"
+            f"b{c.batch} {c.quantity.words}: {catalog.label(c.subject)} {fmt(a)} "
+            f"{c.op.symbol(c.rel)} {catalog.label(c.other)} {fmt(b)} "
+            f"({_rel(a.mean, b.mean):+.1%}): {MARK[self.outcome]}"
         ) + (f" {EAGER_MARK}" if self.eager else "")
 
 
@@ -158,19 +225,27 @@ class ClaimResult:
     def verdict(self) -> str:
         if self.missing:
             return f"inconclusive (no data for {', '.join(self.missing)})"
-        outcomes = [r.outcome for r in self.checks]
-        if any(o is False for o in outcomes):
-            verdict = "does not hold"
-        elif any(o is None for o in outcomes):
-            verdict = "inconclusive"
-        else:
-            verdict = "holds"
-        one_seed = min(s.n for r in self.checks for s in (r.subject, r.other)) == 1
+        verdict = verdict_of(r.outcome for r in self.checks)
+        one_seed = min((s.n for r in self.checks for s in (r.subject, r.other)), default=2) == 1
         return verdict + (" (n=1: no seed spread, judged on means)" if one_seed else "")
 
     @property
     def evidence(self) -> str:
         return "; ".join(r.line for r in self.checks if r.line is not None)
+
+    @property
+    def deciding(self) -> list[str]:
+        """The evidence lines that decide the verdict: the failed checks when it does not hold,
+        else the undecided ones; every line when it holds."""
+        for outcome in (False, None):
+            lines = [r.line for r in self.checks if r.outcome is outcome and r.line is not None]
+            if lines:
+                return lines
+        return [r.line for r in self.checks if r.line is not None]
+
+    @property
+    def eager(self) -> bool:
+        return any(r.eager for r in self.checks)
 
 
 def _stat(stats: pd.DataFrame, opt: str, batch: int, col: str) -> Stat | str:
@@ -187,7 +262,7 @@ def _stat(stats: pd.DataFrame, opt: str, batch: int, col: str) -> Stat | str:
 def _eager(stats: pd.DataFrame, check: Check) -> bool:
     """Whether a timing check compares a cell whose timed runs include SM3's eager path
     (aggregate()'s ``sm3_eager``): the evidence line is marked, the outcome stays as it is."""
-    if check.col not in TIMING_COLUMNS or "sm3_eager" not in stats:
+    if not check.quantity.timing or "sm3_eager" not in stats:
         return False
     cells = [(opt, check.batch) for opt in (check.subject, check.other)]
     return any(cell in stats.index and stats.loc[cell, "sm3_eager"] > 0 for cell in cells)
@@ -199,7 +274,7 @@ def run_check(check: Check, stats: pd.DataFrame) -> CheckResult:
     missing = tuple(s for s in (a, b) if isinstance(s, str))
     if missing:
         return CheckResult(check, None, None, None, missing)
-    outcome = compare(check.kind, a, b, check.rel)
+    outcome = compare(check.op, a, b, check.rel)
     return CheckResult(check, a, b, outcome, eager=_eager(stats, check))
 
 

@@ -27,20 +27,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sm3repro.optim.catalog import CATALOG
 from sm3repro.report import time_to_target as ttt
+from sm3repro.report.claims import CLAIMS, claim_by_number
 from sm3repro.report.intervals import EQUIVALENCE_MARGIN, Ratio, ratio_interval, spent_alpha
-from sm3repro.report.judge import Stat, compare
+from sm3repro.report.judge import INTERVALS, SUBJECT, Claim, Op, Stat, Tier, compare, verdict_of
 
-SUBJECT = "sm3_ii"
 FASTEST_EXACT = "fastest exact"
 TARGET_FRACTION = 0.95
-# tier -> (claim 3's column, claim 4's column)
-TIERS = {
-    "fixed epochs": ("runtime_s", "cpu_s_per_1k"),
-    "time to target": ("ttt_s", "cpu_s_to_target"),
-    "optimizer step": ("optimizer_ms_per_step", "optimizer_cpu_s_per_1k"),
-}
-COMPARATORS = {3: ("adam", "adagrad", "sgd"), 4: ("adam", "adagrad")}
+# The claims judged in interval tiers (claims.py: each tier a per-run figure) and the tiers'
+# names in order of first use; a tier of one name is a row of the same matrix line-up.
+TIERED: tuple[Claim, ...] = tuple(c for c in CLAIMS if c.tiers_judged_by(INTERVALS))
+TIER_NAMES = tuple(dict.fromkeys(t.name for c in TIERED for t in c.tiers_judged_by(INTERVALS)))
+
+
+def _tier(claim: Claim, name: str) -> Tier | None:
+    return next((t for t in claim.tiers_judged_by(INTERVALS) if t.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,15 @@ class Comparison:
     ratio: Ratio
 
     @property
+    def equivalence(self) -> bool:
+        """SM3-II should be about level with the other (its claim's ``about``), not below it."""
+        return self.other in claim_by_number(self.claim).about
+
+    @property
     def part(self) -> bool | None:
         """Whether this comparison supports the claim (None: undecided)."""
         ratio, verdict = self.ratio, self.ratio.verdict
-        if self.other == "sgd":  # "about as fast as SGD": equivalence, faster or slower alike
+        if self.equivalence:  # "about as fast as SGD": equivalence, faster or slower alike
             if ratio.equivalence_p < ratio.alpha:
                 return True
             if ratio.misses_a or ratio.misses_b:  # one side always misses, the other never
@@ -78,8 +85,10 @@ def run_table(curves: ttt.Curves, times: pd.DataFrame) -> pd.DataFrame:
 
 
 def _variant(name: str, implementation: str, protocol_runs: pd.DataFrame) -> str:
-    """The variant of ``name`` that stands for it at ``implementation``."""
-    if implementation == FASTEST_EXACT and name in (SUBJECT, "sgd"):
+    """The variant of ``name`` that stands for it at ``implementation``: its sparse rows where
+    they are its fastest exact step (the catalog's ``sparse_rows_faster``) and were recorded."""
+    spec = CATALOG.get(name)
+    if implementation == FASTEST_EXACT and spec is not None and spec.sparse_rows_faster:
         sparse = name + ttt.SPARSE
         if (protocol_runs["variant"] == sparse).any():
             return sparse
@@ -98,28 +107,37 @@ def comparisons(runs: pd.DataFrame) -> list[Comparison]:
         implementations = ["dense"]
         if (in_protocol["variant"] == SUBJECT + ttt.SPARSE).any():
             implementations.append(FASTEST_EXACT)
-        paired = protocol in ttt.PAIRED
-        for (batch, implementation, tier) in [(b, i, t) for b in sorted(in_protocol["batch_size"].unique())
-                                              for i in implementations for t in TIERS]:  # fmt: skip
+        for (batch, implementation, name) in [(b, i, t) for b in sorted(in_protocol["batch_size"].unique())
+                                              for i in implementations for t in TIER_NAMES]:  # fmt: skip
             cell = in_protocol[in_protocol["batch_size"] == batch]
-            for claim, column in zip((3, 4), TIERS[tier], strict=True):
-                mine = _series(cell, _variant(SUBJECT, implementation, in_protocol), column)
-                for other in COMPARATORS[claim]:
-                    variant = _variant(other, implementation, in_protocol)
-                    theirs = _series(cell, variant, column)
-                    if mine.empty or theirs.empty:
-                        continue
-                    if paired:
-                        seeds = mine.index.intersection(theirs.index)
-                        mine_p, theirs_p = mine[seeds], theirs[seeds]
-                        # interleaved blocks may grow by seed groups (scripts/decide.py):
-                        # each look decides at its share of alpha
-                        ratio = ratio_interval(mine_p.to_list(), theirs_p.to_list(), paired=True,
-                                               alpha=spent_alpha(len(seeds)))  # fmt: skip
-                    else:
-                        ratio = ratio_interval(mine.to_list(), theirs.to_list(), paired=False)
-                    out.append(Comparison(claim, tier, protocol, implementation, int(batch), other, variant,
-                                          ratio))  # fmt: skip
+            for claim in TIERED:
+                tier = _tier(claim, name)
+                if tier is not None:
+                    out += _compared(claim, tier, str(protocol), implementation, int(batch),
+                                     cell, in_protocol)  # fmt: skip
+    return out
+
+
+def _compared(claim: Claim, tier: Tier, protocol: str, implementation: str, batch: int,
+              cell: pd.DataFrame, in_protocol: pd.DataFrame) -> list[Comparison]:  # fmt: skip
+    """SM3-II against each optimizer its claim compares it with, in one cell of one tier."""
+    out = []
+    mine = _series(cell, _variant(SUBJECT, implementation, in_protocol), tier.figure)
+    for other in (*claim.below, *claim.about):
+        variant = _variant(other, implementation, in_protocol)
+        theirs = _series(cell, variant, tier.figure)
+        if mine.empty or theirs.empty:
+            continue
+        if protocol in ttt.PAIRED:
+            seeds = mine.index.intersection(theirs.index)
+            # interleaved blocks may grow by seed groups (scripts/decide.py): each look
+            # decides at its share of alpha
+            ratio = ratio_interval(mine[seeds].to_list(), theirs[seeds].to_list(), paired=True,
+                                   alpha=spent_alpha(len(seeds)))  # fmt: skip
+        else:
+            ratio = ratio_interval(mine.to_list(), theirs.to_list(), paired=False)
+        out.append(Comparison(claim.number, tier.name, protocol, implementation, batch, other,
+                              variant, ratio))  # fmt: skip
     return out
 
 
@@ -129,17 +147,14 @@ def _series(cell: pd.DataFrame, variant: str, column: str) -> pd.Series:
 
 
 def verdict(parts: list[bool | None]) -> str:
-    if not parts:
-        return "no data"
-    if any(p is False for p in parts):
-        return "does not hold"
-    return "holds" if all(parts) else "inconclusive"
+    """A tier's verdict from its comparisons (judge.verdict_of; *no data* without any)."""
+    return verdict_of(parts, no_data="no data")
 
 
 def tier_matrix(found: list[Comparison]) -> pd.DataFrame:
     """Claim x tier (x implementation) rows, one verdict column per protocol."""
     keys = sorted({(c.claim, c.tier, c.implementation) for c in found},
-                  key=lambda k: (k[0], list(TIERS).index(k[1]), k[2] != "dense"))  # fmt: skip
+                  key=lambda k: (k[0], TIER_NAMES.index(k[1]), k[2] != "dense"))  # fmt: skip
     protocols = [p for p in ttt.PROTOCOLS if any(c.protocol == p for c in found)]
     rows = []
     for claim, tier, implementation in keys:
@@ -168,9 +183,9 @@ def old_rule_disagreements(runs: pd.DataFrame, found: list[Comparison]) -> pd.Da
     interval rule say different things about "SM3-II below the other"."""
     rows = []
     for c in found:
-        if c.tier != "fixed epochs" or c.other == "sgd":
+        if c.tier != TIER_NAMES[0] or c.equivalence:  # the fixed-epoch "below" comparisons
             continue
-        column = TIERS[c.tier][0 if c.claim == 3 else 1]
+        column = _tier(claim_by_number(c.claim), c.tier).figure  # type: ignore[union-attr]
         in_protocol = runs[(runs["protocol"] == c.protocol) & (runs["batch_size"] == c.batch_size)]
         a = _series(
             in_protocol,
@@ -182,7 +197,7 @@ def old_rule_disagreements(runs: pd.DataFrame, found: list[Comparison]) -> pd.Da
             _variant(c.other, c.implementation, runs[runs["protocol"] == c.protocol]),
             column,
         )
-        old = compare("<", _stat(a), _stat(b))
+        old = compare(Op.BELOW, _stat(a), _stat(b))
         if old != c.part:
             mark = {True: "yes", False: "no", None: "undecided"}
             rows.append({"claim": c.claim, "protocol": c.protocol,

@@ -6,37 +6,16 @@ the strings that Markdown and LaTeX show, so all three print the same values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from sm3repro.optim import catalog
+from sm3repro.record.implementation import sm3_ran_eager
 from sm3repro.report import published
-from sm3repro.report.runs import VALUES
-from sm3repro.report.timing import EAGER_MARK, sm3_ran_eager
-
-# Decimals per quantity, shared by tables and claim evidence so both print the same numbers.
-DECIMALS = {
-    "cpu_percent": 1,
-    "cpu_s_per_1k": 4,
-    "runtime_min": 2,
-    "train_loss": 4,
-    "train_loss_epoch1": 4,
-    "train_loss_mean": 4,
-    "train_accuracy": 4,
-    "test_las_macro": 3,
-    "test_uas_macro": 3,
-    "test_las_micro": 3,
-    "test_uas_micro": 3,
-    "peak_rss_mb": 1,
-    "optimizer_state_bytes": 0,
-    "n_parameters": 0,
-    "examples_per_s": 0,
-    "epoch_time_s": 2,
-    "ratio": 3,
-    "pct": 2,
-}
+from sm3repro.report.eager import EAGER_MARK
+from sm3repro.report.quantities import DECIMALS, VALUES
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -50,13 +29,13 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         lambda s: ", ".join(s.dropna().astype(str).unique())
     )
     # SM3 runs whose timing enters the means (not blanked as contended) yet ran the eager path:
-    # the tables mark those cells, the claims' evidence those lines (timing.EAGER_NOTE).
+    # the tables mark those cells, the claims' evidence those lines (eager.EAGER_NOTE).
     eager = runs["optimizer_impl"].map(sm3_ran_eager) & runs["runtime_min"].notna()
     stats["sm3_eager"] = eager.groupby([runs["optimizer"], runs["batch_size"]]).sum()
     return stats
 
 
-def _round(df: pd.DataFrame, decimals: dict[str, int]) -> pd.DataFrame:
+def _round(df: pd.DataFrame, decimals: Mapping[str, int]) -> pd.DataFrame:
     """Round columns by prefix; 0 decimals become nullable integers (no trailing '.0')."""
     df = df.copy()
     for col in df.columns:

@@ -12,29 +12,29 @@ trained in one sitting (a resumed run's seconds span two hosts).
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sm3repro.arms.protocols import PROTOCOLS as PROTOCOL_ENTRIES
 from sm3repro.optim import catalog
-from sm3repro.record.schema import DevPoint, EpochRow, RunSummary, Status, metrics_row
+from sm3repro.record.implementation import ran_sparse_rows, sm3_ran_eager
+from sm3repro.record.schema import DevPoint, EpochRow, MetricsRow, RunSummary
 from sm3repro.report.intervals import ALPHA, Ratio, ratio_interval, spent_alpha
-from sm3repro.report.timing import sm3_ran_eager
+from sm3repro.report.results import Results
 
 FRACTIONS = (0.90, 0.95, 0.975, 0.99)
 BASELINES = ("sgd", "adagrad", "adam")
 REFERENCE = "adam"  # ratios are to Adam's time, as the study's claim 3 reads
-# protocol label -> experiment names whose records it reads (the timed arm is its own protocol:
-# its runs are interleaved by seed block, so its comparisons pair by seed)
-# The study's fastest_exact runs (sparse rows) belong to its protocol, though recorded days
-# after its dense runs: their comparisons are unpaired, across sittings.
-PROTOCOLS = {"study": ("paper", "fastest_exact"), "tuned lr": ("tuned_lr",),
-             "no dropout": ("no_dropout",), "timed (tuned lr)": ("timed",)}  # fmt: skip
-PAIRED = {"timed (tuned lr)"}
+# protocol label -> experiment names whose records it reads (arms/protocols.py): the study's
+# fastest_exact runs (sparse rows) belong to its protocol, though recorded days after its dense
+# runs (their comparisons are unpaired, across sittings); the timed arm is its own protocol,
+# its runs interleaved by seed block, so its comparisons pair by seed.
+PROTOCOLS = {p.speed_label: p.experiments for p in PROTOCOL_ENTRIES}
+PAIRED = {p.speed_label for p in PROTOCOL_ENTRIES if p.paired}
 SPARSE = " (sparse rows)"
 
 
@@ -58,7 +58,7 @@ RUN_FIGURES = (
     "optimizer_overhead",
     "max_saving_from_optimizer",
     "host_ms",  # the run's median host calibration (ms)
-    "eager",  # an SM3 run on the eager path (report.timing.sm3_ran_eager)
+    "eager",  # an SM3 run on the eager path (record.implementation.sm3_ran_eager)
 )
 
 
@@ -78,7 +78,7 @@ def _figures(summary: RunSummary) -> tuple[float, ...]:
 
 
 def _variant(summary: RunSummary) -> str:
-    return summary.optimizer + (SPARSE if "sparse rows" in summary.optimizer_impl else "")
+    return summary.optimizer + (SPARSE if ran_sparse_rows(summary.optimizer_impl) else "")
 
 
 def _trusted(summary: RunSummary) -> bool:
@@ -89,8 +89,7 @@ def _trusted(summary: RunSummary) -> bool:
     )  # fmt: skip
 
 
-def _points(run_dir: Path) -> tuple[str, list[tuple[float, float]]]:
-    rows = [metrics_row(json.loads(line)) for line in (run_dir / "metrics.jsonl").open()]
+def _points(rows: Sequence[MetricsRow]) -> tuple[str, list[tuple[float, float]]]:
     dev = [(r.train_s, r.dev_las_macro) for r in rows if isinstance(r, DevPoint)]
     if dev:
         return "within epochs", dev
@@ -99,25 +98,26 @@ def _points(run_dir: Path) -> tuple[str, list[tuple[float, float]]]:
     return "epoch", [(float(s), r.dev_las_macro) for s, r in zip(seconds, epochs, strict=True)]
 
 
-def load_curves(results_dir: Path) -> Curves:
-    """The dev curves of the protocols' completed, trusted runs under ``results_dir/runs``."""
+def load_curves(results: Results) -> Curves:
+    """The dev curves of the protocols' completed, trusted runs among ``results``' records."""
     protocol_of = {e: p for p, experiments in PROTOCOLS.items() for e in experiments}
     rows, runs, left_out = [], [], 0
-    for path in sorted((Path(results_dir) / "runs").glob("*/summary.json")):
-        try:  # a damaged record is the run reader's to list (runs.py); here it is skipped
-            summary = RunSummary.from_dict(json.loads(path.read_text()))
-            protocol = protocol_of.get(summary.experiment)
-            if protocol is None or summary.status != Status.COMPLETED:
-                continue
-            if not _trusted(summary):
-                left_out += 1
-                continue
-            resolution, points = _points(path.parent)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    for record in results.completed():
+        summary = record.summary
+        protocol = protocol_of.get(summary.experiment) if summary is not None else None
+        if summary is None or protocol is None:
+            continue
+        if not _trusted(summary):
+            left_out += 1
+            continue
+        try:  # unreadable metrics are the run table's to note (results.py); here it is skipped
+            resolution, points = _points(results.metrics(record.run_id))
+            figures = _figures(summary)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, ZeroDivisionError):
             continue
         key = (protocol, _variant(summary), summary.batch_size, summary.seed, summary.run_id)
         rows += [(*key, resolution, s, las) for s, las in points]
-        runs.append((*key, *_figures(summary)))
+        runs.append((*key, *figures))
     keys = ["protocol", "variant", "batch_size", "seed", "run_id"]
     points_df = pd.DataFrame(rows, columns=[*keys, "resolution", "train_s", "dev_las_macro"])
     return Curves(points_df, pd.DataFrame(runs, columns=[*keys, *RUN_FIGURES]), left_out)

@@ -16,57 +16,25 @@ CPU% is the thread count, not a property of the optimizer; CPU-seconds per 1,000
 examples (process CPU time of the training loop / examples trained x 1000) is the cost that
 differs between optimizers. Older records get it from CPU% x usable cores x runtime.
 
-A run whose SM3 stepped on its eager path (:func:`sm3_ran_eager`) timed that path, not the fused
-kernel: wherever runtimes are compared its figures are kept and marked (EAGER_MARK, EAGER_NOTE).
+Which columns are timings is the quantities' own flag (quantities.py); which claims the rule
+touches, the claims' (claims.timing_claims).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from sm3repro.report.claims import claims_text, timing_claims
+from sm3repro.report.quantities import TIMING_COLUMNS
 from sm3repro.run.resources import CONTENDED_OTHERS_PERCENT, CONTENDED_STEAL_PERCENT
 
-# What a contended run's neighbours distort: left out (NaN) before seed means are taken.
-TIMING_COLUMNS = ["runtime_min", "runtime_s", "cpu_percent", "cpu_s_per_1k", "examples_per_s",
-                  "epoch_time_s"]  # fmt: skip
 RULE = (
     f"other processes took >= {CONTENDED_OTHERS_PERCENT:g}% of the usable cores, or the "
     f"hypervisor stole >= {CONTENDED_STEAL_PERCENT:g}%, during the training loop"
 )
-
-
-# SM3's runtime measures its fused kernel only where that ran: a run whose SM3 stepped with
-# eager torch ops timed another implementation. Its figures stay in (no verdict changes), marked.
-EAGER_MARK = "†"
-EAGER_NOTE = (
-    f"{EAGER_MARK} SM3 ran its eager path (fused kernel unavailable or not yet written) in runs "
-    "behind the marked timings: they time that path, not SM3's fused kernel; the verdicts use "
-    "them as recorded."
-)
-_SM3_IMPL = "sm3repro.SM3("
-# How a record names SM3's fused kernel: impl=fused (what ran, in the config's impl words), or
-# kernel=fused-cpp in records written before impl named it (their eager path: kernel=eager).
-_SM3_FUSED = {"impl=fused", "kernel=fused-cpp"}
-
-
-def sm3_ran_eager(optimizer_impl: object) -> bool:
-    """Whether a record's SM3 stepped with eager torch ops (``impl=forloop``) instead of its
-    fused kernel: its ``optimizer_impl`` names no fused kernel (``impl=forloop`` or ``mixed``;
-    older records ``kernel=eager``, or nothing: those written before the fused kernel existed
-    ran the eager path). False for other optimizers and missing values."""
-    if not isinstance(optimizer_impl, str) or not optimizer_impl.startswith(_SM3_IMPL):
-        return False
-    arguments = optimizer_impl[len(_SM3_IMPL) :].split(")", 1)[0].split(",")
-    return not any(a.strip() in _SM3_FUSED for a in arguments)
-
-
-def eager_footnote(lines: Iterable[str]) -> list[str]:
-    """The eager-path note, as a list of one line, when any of ``lines`` carries its mark."""
-    return [EAGER_NOTE] if any(EAGER_MARK in line for line in lines) else []
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -86,23 +54,28 @@ def derived_others_percent(curves: pd.DataFrame) -> pd.Series:
 
 def add_timing_columns(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """``runs`` plus ``contended``, ``contention_derived``, ``others_cpu_percent`` and a
-    filled ``cpu_s_per_1k`` (with ``cpu_s_per_1k_derived``)."""
+    filled ``cpu_s_per_1k`` (with ``cpu_s_per_1k_derived``).
+
+    Reads the runs table's ``recorded_contended``, ``recorded_others_cpu_percent``,
+    ``torch_threads``, ``usable_cores``, ``train_examples`` and ``epochs_completed`` columns
+    (what the records say, NaN where they say nothing).
+    """
     runs = runs.copy()
-    recorded = _column(runs, "resources.contended")
-    others = _column(runs, "resources.others_cpu_percent").astype("float64")
+    recorded = _column(runs, "recorded_contended")
+    others = _column(runs, "recorded_others_cpu_percent").astype("float64")
     derived_others = runs["run_id"].map(derived_others_percent(curves))
     runs["contention_derived"] = recorded.isna() & derived_others.notna()
     runs["others_cpu_percent"] = others.fillna(derived_others)
     derived = (derived_others >= CONTENDED_OTHERS_PERCENT).astype("boolean")
     derived = derived.mask(derived_others.isna())
     runs["contended"] = recorded.astype("boolean").fillna(derived)  # NA: nothing to tell
-    threads = _column(runs, "resources.torch_threads")
-    runs["fewer_threads"] = (threads < _column(runs, "resources.usable_cores")).fillna(False)
+    threads = _column(runs, "torch_threads")
+    runs["fewer_threads"] = (threads < _column(runs, "usable_cores")).fillna(False)
 
     # CPU seconds of the training loop: CPU% is over the usable cores and the active runtime.
-    cpu_s = _column(runs, "cpu_percent") / 100 * _column(runs, "resources.usable_cores")
+    cpu_s = _column(runs, "cpu_percent") / 100 * _column(runs, "usable_cores")
     cpu_s = cpu_s * _column(runs, "runtime_s")
-    examples = _column(runs, "data.train_examples") * _column(runs, "epochs_completed")
+    examples = _column(runs, "train_examples") * _column(runs, "epochs_completed")
     per_1k = _column(runs, "cpu_s_per_1k").astype("float64")
     runs["cpu_s_per_1k_derived"] = per_1k.isna() & (cpu_s / examples).notna()
     runs["cpu_s_per_1k"] = per_1k.fillna(1000 * cpu_s / examples)
@@ -123,8 +96,8 @@ class Contention:
     def note(self) -> str:
         kept = self.total - self.contended - self.fewer_threads
         text = (
-            f"Timing verdicts (claims 3 and 4) use uncontended runs only: {self.contended} of "
-            f"{self.total} run(s) left out as contended ({RULE})"
+            f"Timing verdicts ({claims_text(timing_claims())}) use uncontended runs only: "
+            f"{self.contended} of {self.total} run(s) left out as contended ({RULE})"
         )
         if self.fewer_threads:
             text += (

@@ -1,9 +1,10 @@
-"""The report's "Memory at scale" section, from the memory arm's records (results/memory/).
+"""The memory arm's records (results/memory/) read back, and what they measure.
 
 Everything here is computed from the records: the optimizer's real memory (peak RSS minus SGD's
 at the same size and batch), the theoretical state from each record's parameter shapes, the
-largest model per budget from the budget search's outcomes, and the verdicts by the rules
-stated next to them. The figure and the markdown are drawn from these in memory_section.py.
+largest model per budget from the budget search's outcomes, measured memory against theory, and
+from which size SM3-II's step beats Adam's. The report judges claim 6 on them
+(sm3repro/report/memory.py) and draws its "Memory at scale" section from them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from sm3repro.arms.memory.family import theory_state_bytes
 from sm3repro.optim import catalog
-from sm3repro.report.timing import sm3_ran_eager
+from sm3repro.record.implementation import sm3_ran_eager
 
 MIB = 1024**2
 GIB = 1024**3
@@ -123,54 +124,10 @@ def largest_per_budget(budget: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# -- judgments -----------------------------------------------------------------------------
+# -- what the records measure --------------------------------------------------------------
 def cell(grid: pd.DataFrame, opt: str, embed_dim: int, batch: int) -> pd.Series | None:
     hit = grid[(grid.optimizer == opt) & (grid.embed_dim == embed_dim) & (grid.batch_size == batch)]
     return hit.iloc[0] if len(hit) else None
-
-
-CLAIM6_RULE = (
-    "At this size, batch 64 and 512: SM3-II's optimizer state bytes below Adam's and "
-    "Adagrad's, and its optimizer memory (peak RSS − SGD's, same size and batch) below theirs "
-    f"by more than {NOISE_BYTES // MIB} MiB. Does not hold if its optimizer memory is more than "
-    f"{NOISE_BYTES // MIB} MiB above either; otherwise inconclusive (within what a fresh "
-    "process's peak RSS varies by)."
-)
-
-
-def judge_claim6(grid: pd.DataFrame, embed_dim: int) -> tuple[str, list[str]]:
-    """Claim 6 at one width: the verdict and the numbers behind it."""
-    results, numbers = [], []
-    for batch in sorted(grid.batch_size.unique()):
-        sm3 = cell(grid, "sm3_ii", embed_dim, batch)
-        for other in ("adam", "adagrad"):
-            them = cell(grid, other, embed_dim, batch)
-            if (
-                sm3 is None
-                or them is None
-                or math.isnan(sm3.cost_bytes)
-                or math.isnan(them.cost_bytes)
-            ):
-                results.append(None)
-                numbers.append(f"b{batch} vs {catalog.label(other)}: missing")
-                continue
-            gap = them.cost_bytes - sm3.cost_bytes
-            if sm3.state_bytes >= them.state_bytes or gap < -NOISE_BYTES:
-                results.append(False)
-            else:
-                results.append(True if gap > NOISE_BYTES else None)
-            numbers.append(
-                f"b{batch}: SM3-II {sm3.cost_bytes / MIB:+.1f} MiB vs {catalog.label(other)} "
-                f"{them.cost_bytes / MIB:+.1f} MiB (state {sm3.state_bytes / MIB:.2f} vs "
-                f"{them.state_bytes / MIB:.2f} MiB)"
-            )
-    if any(r is False for r in results):
-        verdict = "does not hold"
-    elif not results or any(r is None for r in results):
-        verdict = "inconclusive"
-    else:
-        verdict = "holds"
-    return verdict, numbers
 
 
 def theory_targets(grid: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ still a member, and a record under the experiment's label but outside its grid i
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -58,10 +58,17 @@ def grid_configs(experiment: str, overrides: Sequence[str] = ()) -> tuple[dict, 
     return _grid_configs(experiment, tuple(overrides), config_dir())
 
 
-def grid_run_ids(experiment: str, overrides: Sequence[str] = ()) -> list[str]:
-    """Run ids of every point of ``experiment``'s grid, in sweep order.
+def grid_run_ids(
+    experiment: str, overrides: Sequence[str] = (), optimizers: Collection[str] | None = None
+) -> list[str]:
+    """Run ids of every point of ``experiment``'s grid, in sweep order; with ``optimizers``,
+    only the points that train one of them.
 
     ``overrides`` are the ones the sweep was started with besides ``experiment=<name>``
     (e.g. ``data.max_train_sentences=300``); keys that do not enter the run id do not matter.
     """
-    return [run_id_for(config) for config in grid_configs(experiment, overrides)]
+    return [
+        run_id_for(config)
+        for config in grid_configs(experiment, overrides)
+        if optimizers is None or config["optimizer"]["name"] in optimizers
+    ]

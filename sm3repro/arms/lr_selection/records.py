@@ -2,23 +2,28 @@
 
 A cell's config is composed once the way ``python -m sm3repro.train -m experiment=lr_grid``
 composes it; setting ``optimizer.lr`` to each ladder value and hashing with
-:func:`sm3repro.record.identity.run_id_for` gives the folder a run at that lr writes. So a run made by
-any command with the same config counts (the lr 0.01 runs are the paper sweep's seed-0 runs),
-and extensions past the starting grid are found wherever they stopped.
+:func:`sm3repro.record.identity.run_id_for` gives the folder a run at that lr writes. So a run
+made by any command with the same config counts (the lr 0.01 runs are the paper sweep's seed-0
+runs), and extensions past the starting grid are found wherever they stopped.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from sm3repro.arms.lr_selection import LADDER_LIMITS, half_decade, ladder_lr
+from sm3repro.arms.lr_selection.rule import (
+    LADDER_LIMITS,
+    CellChoice,
+    choose,
+    half_decade,
+    ladder_lr,
+)
 from sm3repro.record.identity import run_id_for
-from sm3repro.report.experiment import grid_configs
+from sm3repro.record.reader import Record
+from sm3repro.run.grid import grid_configs
 
 EXPERIMENT = "lr_grid"
 LADDER = tuple(
@@ -52,13 +57,16 @@ def cell_run_ids(
     return {cell: ladder_run_ids(config) for cell, config in configs.items()}
 
 
-def _final_dev_las(summary: dict) -> float:
-    value = (summary.get("final") or {}).get("dev", {}).get("las_macro")
-    return math.nan if value is None else float(value)
+def _final_dev_las(record: Record) -> float:
+    """A completed run's final-epoch dev macro LAS; NaN for a diverged one (it never wins)."""
+    summary = record.summary
+    if not record.completed or summary is None or summary.final is None:
+        return math.nan
+    return float(summary.final.dev.las_macro)
 
 
 def grid_scores(
-    results_dir: Path, experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
+    records: Mapping[str, Record], experiment: str = EXPERIMENT, overrides: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     """(one row per finished record at a ladder lr, every cell of the grid in sweep order).
 
@@ -69,16 +77,17 @@ def grid_scores(
     rows = []
     for (optimizer, batch), run_ids in cells.items():
         for lr, run_id in run_ids.items():
-            path = Path(results_dir) / "runs" / run_id / "summary.json"
-            try:
-                summary = json.loads(path.read_text())
-            except (OSError, ValueError):
+            record = records.get(run_id)
+            if record is None or not record.finished:
                 continue
-            status = summary.get("status") if isinstance(summary, dict) else None
-            if status not in ("completed", "diverged"):
-                continue
-            score = _final_dev_las(summary) if status == "completed" else math.nan
-            rows.append(
-                dict(zip(SCORE_COLUMNS, (optimizer, batch, lr, run_id, status, score), strict=True))
-            )
+            values = (optimizer, batch, lr, run_id, record.status, _final_dev_las(record))
+            rows.append(dict(zip(SCORE_COLUMNS, values, strict=True)))
     return pd.DataFrame(rows, columns=SCORE_COLUMNS), list(cells)
+
+
+def choices_from_records(
+    records: Mapping[str, Record], overrides: Sequence[str] = ()
+) -> tuple[list[CellChoice], pd.DataFrame, list[tuple[str, int]]]:
+    """(choices for cells with a finished record, their scores with run ids, every grid cell)."""
+    scores, cells = grid_scores(records, overrides=overrides)
+    return choose(scores), scores, cells

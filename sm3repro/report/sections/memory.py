@@ -1,73 +1,36 @@
 """The report's "Memory at scale" section: the figure, the tables and the markdown, drawn from
-what memory.py computes from the memory arm's records."""
+the memory arm's records (arms/memory/verdicts.py) and claim 6's verdicts at its sizes
+(memory.py)."""
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from sm3repro.arms.memory.verdicts import (
-    CLAIM6_RULE,
     MIB,
     NOISE_BYTES,
     SCALE_PARAMETERS,
     THEORY_TOLERANCE,
     cell,
-    judge_claim6,
     largest_per_budget,
-    load_budget,
-    load_grid,
     speed_from,
     theory_targets,
 )
-from sm3repro.io import atomic_write_bytes
 from sm3repro.optim import catalog
-from sm3repro.report.timing import EAGER_MARK, EAGER_NOTE, eager_footnote
+from sm3repro.report.eager import EAGER_MARK, EAGER_NOTE, note_lines
+from sm3repro.report.figures import plot_memory
+from sm3repro.report.judge import SUBJECT
+from sm3repro.report.memory import MemoryJudgement, rule
+from sm3repro.report.section import FigureFile, Section, figure_link
+from sm3repro.report.verdicts import Judgement
 
 FIGURE = "memory_at_scale"
 
 
-# -- figure and tables ---------------------------------------------------------------------
-def plot_memory(grid: pd.DataFrame, path_stem: Path) -> Path:
-    """Log-log: optimizer memory (peak RSS − SGD's) against parameters, one line per optimizer
-    and one panel per batch size; dashed: the optimizer's state in theory."""
-    batches = sorted(grid.batch_size.unique())
-    fig = Figure(figsize=(5.2 * len(batches), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(batches), squeeze=False)[0]
-    for ax, batch in zip(axes, batches, strict=True):
-        at = grid[grid.batch_size == batch]
-        for opt in catalog.ordered(at.optimizer):
-            rows = at[at.optimizer == opt].sort_values("parameters")
-            if rows.empty or opt == "sgd":
-                continue
-            shown = rows[rows.cost_bytes > 0]  # log scale: a cost at or below SGD's is not drawn
-            color = catalog.style(opt).get("color")
-            ax.plot(shown.parameters, shown.cost_bytes / MIB, "o-", color=color,
-                    label=catalog.label(opt))  # fmt: skip
-            theory = rows[rows.theory_bytes > 0]
-            ax.plot(theory.parameters, theory.theory_bytes / MIB, "--", color=color,
-                    alpha=0.7)  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("peak RSS − SGD's (MiB)")
-        ax.set_title(f"batch {batch}")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(title="solid: measured, dashed: theory", fontsize=8)
-    FigureCanvasAgg(fig)
-    path = path_stem.with_suffix(".png")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
+# -- tables ----------------------------------------------------------------------------------
 def _eager(cell: pd.Series) -> bool:
     return bool(cell.get("sm3_eager", False))
 
@@ -178,27 +141,13 @@ def _limit_note(grid: pd.DataFrame, budget: pd.DataFrame) -> str:
 
 
 # -- the section ---------------------------------------------------------------------------
-def memory_section(
-    results_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    link_dir: str | os.PathLike | None = None,
-) -> str:
-    """The "Memory at scale" markdown; writes the figure into ``out_dir``. Links are relative
-    to ``link_dir`` (default: the parent of ``out_dir``, where REPORT.md sits)."""
-    grid = load_grid(results_dir)
-    lines = ["## Memory at scale", ""]
-    if grid.empty:
-        return "\n".join([*lines, f"No memory-arm records in `{results_dir}` (`make memory`).", ""])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure = plot_memory(grid, out_dir / FIGURE)
-    link = os.path.relpath(figure, Path(link_dir) if link_dir else out_dir.parent)
-    smallest, largest = int(grid.embed_dim.min()), int(grid.embed_dim.max())
+def _intro(grid: pd.DataFrame) -> list[str]:
+    largest = int(grid.embed_dim.max())
     top_params = grid[grid.embed_dim == largest].parameters.iloc[0]
     threads = ", ".join(str(t) for t in sorted(grid.threads.dropna().unique()))
     commits = ", ".join(sorted({str(c)[:10] for c in grid.git_commit.dropna()}))
     policies = ", ".join(sorted(grid.omp_wait_policy.unique()))
-    lines += [
+    return [
         "The study's parser widened until the optimizer's state dominates (`make memory`): "
         "embedding width 50 → "
         f"{largest} (hidden layers stay 200 + 200, EWT's vocabulary and the 48 features), "
@@ -210,7 +159,7 @@ def memory_section(
         "machine was quiet (the records do not say), so read them as ratios side by side. "
         f"Records: `results/memory/`, code {commits}.",
         "",
-        f"![Optimizer memory against parameters]({link})",
+        figure_link("Optimizer memory against parameters", FIGURE),
         "",
         "Dashed lines: state in theory (Adam 8 B/param, Adagrad 4, SM3 and Adafactor 4 B per "
         "row and per column of each matrix, SGD 0, not drawn on a log scale). A measured point "
@@ -220,45 +169,65 @@ def memory_section(
         "",
         *([EAGER_NOTE, ""] if _any_eager(grid) else []),
     ]
-    if top_params >= SCALE_PARAMETERS:
-        lines += [
-            f"**At {top_params / 1e6:.0f}M parameters, measured against theory** "
-            f"(Adam, Adagrad within {THEORY_TOLERANCE:.0%}; SM3 within its state + "
-            f"{NOISE_BYTES // MIB} MiB; scratch: SM3's workspace outside its state):",
-            "",
-            theory_targets(grid).to_markdown(index=False, disable_numparse=True),
-            "",
-        ]
-    budget = load_budget(results_dir)
-    if not budget.empty:
-        table, verdicts = _budget_markdown(largest_per_budget(budget))
-        lines += [
-            "**Largest model per memory budget** (batch "
-            "64; each size measured: it completes its steps inside a memory cgroup with the "
-            "budget as its hard limit, and the next size of a x1.2 ladder is stopped by the "
-            "kernel's OOM killer at that limit):",
-            "",
-            table,
-            "",
-            *[f"- {v}" for v in verdicts],
-            "",
-            _limit_note(grid, budget),
-            "",
-        ]
-    lines += [
-        "**Claim 6 (SM3 is memory efficient compared to Adam and Adagrad)**, judged at the "
-        f"study's size and at the arm's largest. Rule: {CLAIM6_RULE}",
+
+
+def _theory_lines(grid: pd.DataFrame) -> list[str]:
+    top_params = grid[grid.embed_dim == grid.embed_dim.max()].parameters.iloc[0]
+    if top_params < SCALE_PARAMETERS:
+        return []
+    return [
+        f"**At {top_params / 1e6:.0f}M parameters, measured against theory** "
+        f"(Adam, Adagrad within {THEORY_TOLERANCE:.0%}; SM3 within its state + "
+        f"{NOISE_BYTES // MIB} MiB; scratch: SM3's workspace outside its state):",
+        "",
+        theory_targets(grid).to_markdown(index=False, disable_numparse=True),
         "",
     ]
-    for name, embed_dim in (("at the study's scale", smallest), ("at scale", largest)):
-        params = grid[grid.embed_dim == embed_dim].parameters.iloc[0]
-        verdict, numbers = judge_claim6(grid, embed_dim)
-        lines.append(
-            f"- {name} ({params / 1e6:.2f}M parameters): **{verdict}**. {'; '.join(numbers)}."
-        )
+
+
+def _budget_lines(memory: MemoryJudgement) -> list[str]:
+    if memory.budget.empty:
+        return []
+    table, verdicts = _budget_markdown(largest_per_budget(memory.budget))
+    return [
+        "**Largest model per memory budget** (batch "
+        "64; each size measured: it completes its steps inside a memory cgroup with the "
+        "budget as its hard limit, and the next size of a x1.2 ladder is stopped by the "
+        "kernel's OOM killer at that limit):",
+        "",
+        table,
+        "",
+        *[f"- {v}" for v in verdicts],
+        "",
+        _limit_note(memory.grid, memory.budget),
+        "",
+    ]
+
+
+WIDTHS = {"smallest": "the study's size", "largest": "the arm's largest"}  # Tier.width in words
+
+
+def _claim_lines(memory: MemoryJudgement) -> list[str]:
+    """Each claim judged in the memory arm: its rule, and its verdict at each tier's size."""
+    lines = []
+    for claim in dict.fromkeys(t.claim for t in memory.tiers):
+        tiers = [t for t in memory.tiers if t.claim is claim]
+        sizes = " and ".join(f"at {WIDTHS[t.tier.width]}" for t in tiers)
+        words = claim.statement.split(" (", 1)[0].rstrip(".")
+        lines += [f"**Claim {claim.number} ({words})**, judged {sizes}. Rule: {rule(claim)}", ""]
+        lines += [
+            f"- {t.tier.name} ({t.parameters / 1e6:.2f}M parameters): **{t.verdict}**. "
+            f"{'; '.join(t.numbers)}."
+            for t in tiers
+        ]
+        lines.append("")
+    return lines
+
+
+def _speed_lines(grid: pd.DataFrame) -> list[str]:
+    largest = int(grid.embed_dim.max())
+    top_params = grid[grid.embed_dim == largest].parameters.iloc[0]
     since_opt, since_step = speed_from(grid), speed_from(grid, "step_s")
-    lines += ["", "**Is SM3-II's step faster than Adam's at scale?** (median times, fresh "
-              "processes side by side; faster = lower median)", ""]  # fmt: skip
     speed = []
     for batch in sorted(since_opt):
         parts = []
@@ -271,15 +240,42 @@ def memory_section(
             else:
                 p = grid[grid.embed_dim == since].parameters.iloc[0]
                 parts.append(f"{what}: faster from {p / 1e6:.2f}M parameters (embed {since}) up")
-        top = [cell(grid, o, largest, batch) for o in ("sm3_ii", "adam")]
+        top = [cell(grid, o, largest, batch) for o in (SUBJECT, "adam")]
         if all(c is not None for c in top):
             parts.append(
                 f"at {top_params / 1e6:.0f}M: optimizer step SM3-II/Adam "
                 f"{top[0].optimizer_step_s / top[1].optimizer_step_s:.2f}x"
             )
         # a comparison that read an SM3-II cell on its eager path is marked (and noted below)
-        sm3 = grid[(grid.optimizer == "sm3_ii") & (grid.batch_size == batch)]
+        sm3 = grid[(grid.optimizer == SUBJECT) & (grid.batch_size == batch)]
         mark = f" {EAGER_MARK}" if _any_eager(sm3) else ""
         speed.append(f"- batch {batch}: " + "; ".join(parts) + f".{mark}")
-    lines += [*speed, "", *[line for note in eager_footnote(speed) for line in (note, "")]]
-    return "\n".join(lines)
+    return [
+        "**Is SM3-II's step faster than Adam's at scale?** (median times, fresh processes side "
+        "by side; faster = lower median)",
+        "",
+        *speed,
+        "",
+        *note_lines(speed),
+    ]
+
+
+def render(memory: MemoryJudgement, folder: Path) -> Section:
+    """``## Memory at scale`` from the memory arm's records in ``folder``."""
+    lines = ["## Memory at scale", ""]
+    grid = memory.grid
+    if grid.empty:
+        return Section([*lines, f"No memory-arm records in `{folder}` (`make memory`).", ""])
+    lines += [
+        *_intro(grid),
+        *_theory_lines(grid),
+        *_budget_lines(memory),
+        *_claim_lines(memory),
+        *_speed_lines(grid),
+    ]
+    return Section(lines, figures={FIGURE: FigureFile(plot_memory(grid), formats=("png",))})
+
+
+def section(j: Judgement) -> Section | None:
+    """``## Memory at scale`` when the results hold the memory arm's folder."""
+    return None if j.memory is None else render(j.memory, j.results.dir / "memory")
