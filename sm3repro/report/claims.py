@@ -23,8 +23,8 @@ from sm3repro.report.judge import (
     Tier,
     judge,
 )
-from sm3repro.report.published import BATCH_SIZES
 from sm3repro.report.quantities import QUANTITY as Q
+from sm3repro.study import BATCH_SIZES
 
 # Relative differences of seed means.
 CLEAR = Threshold(0.05, "clearly = >{:.0%}")  # "clearly higher/worse" (and spreads apart)

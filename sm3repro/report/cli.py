@@ -5,29 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from sm3repro.report.build import build_report
-from sm3repro.run.grid import config_dir
-
-
-def _make_tracker(out_dir: Path, experiment: str | None) -> Any:
-    """A W&B run of job type "report" (imported lazily: W&B is slow to import)."""
-    from omegaconf import OmegaConf
-
-    from sm3repro.run.tracking import make_tracker
-
-    logger_cfg = OmegaConf.load(config_dir() / "logger" / "wandb.yaml")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return make_tracker(
-        logger_cfg, run_name=f"report-{stamp}", run_id=f"report-{stamp}", config={"results": str(out_dir), "experiment": experiment},
-        group=experiment or "report", tags=["report"], directory=str(logger_cfg.get("dir", ".")),
-        job_type="report",
-    )  # fmt: skip
+from sm3repro.run.tracking import side_run_tracker
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +52,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"no run records: {args.results / 'runs'} does not exist (train first, or pass --results)"
         )
-    tracker = _make_tracker(args.out or args.results, args.experiment) if args.wandb else None
+    tracker = (
+        side_run_tracker(
+            "report", {"results": str(args.out or args.results), "experiment": args.experiment},
+            group=args.experiment or "report",
+        )
+        if args.wandb
+        else None
+    )  # fmt: skip
     try:
         report = build_report(
             args.results, args.out, tracker, experiment=args.experiment, overrides=args.overrides

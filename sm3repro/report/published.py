@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sm3repro import study
-
 CITATION = (
     'J. Campos Salas, R. Das, Z. Hu, "SM3: Memory Efficient Adaptive Optimization" '
     "(replication of R. Anil, V. Gupta, T. Koren, Y. Singer, "
@@ -19,7 +17,6 @@ CITATION = (
 # The study's optimizer names -> ours. The study never says which SM3 variant it ran; SM3-II
 # is the one every public implementation provides, so our sm3_ii stands in for its "SM3".
 STUDY_NAME = {"sm3_ii": "SM3", "sgd": "SGD", "adagrad": "Adagrad", "adam": "Adam"}
-BATCH_SIZES = [64, 512]  # Table I's; claims are judged at both
 
 # Table I: training for 10 epochs on PTB WSJ; CPU% and runtime in minutes (their machine).
 TABLE1 = pd.DataFrame(
@@ -48,5 +45,3 @@ TABLE2 = pd.DataFrame(
 )
 
 DATASET = "Penn Treebank WSJ (~40,000 training and ~2,500 test sentences)"
-EPOCHS = 10
-LEARNING_RATE = study.LR

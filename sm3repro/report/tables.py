@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from sm3repro import study
 from sm3repro.optim import catalog
 from sm3repro.record.implementation import sm3_ran_eager
 from sm3repro.report import published
@@ -50,7 +51,7 @@ def _round(df: pd.DataFrame, decimals: Mapping[str, int]) -> pd.DataFrame:
 
 def _rows(stats: pd.DataFrame) -> pd.DataFrame:
     """The (optimizer, batch_size) rows to show: the study's grid plus whatever was run."""
-    batches = sorted(set(published.BATCH_SIZES) | set(stats.index.get_level_values("batch_size")))
+    batches = sorted(set(study.BATCH_SIZES) | set(stats.index.get_level_values("batch_size")))
     present = stats.index.get_level_values("optimizer")
     names = catalog.ordered([*published.STUDY_NAME, *present])
     grid = pd.MultiIndex.from_product([names, batches], names=["optimizer", "batch_size"])
