@@ -154,9 +154,9 @@ def _construct(
         optimizer = spec.cls(params, lr=lr, impl=impl, **spec.fixed, **kwargs)
     except ValueError as error:
         raise ValueError(f"optimizer.{_key_of(error)}: {error}") from error
-    except RuntimeError as error:  # impl=fused where the kernel cannot be built
-        raise ValueError(f"optimizer.impl=fused: {error}") from error
-    # What ran, in impl's words (report.timing.sm3_ran_eager reads it).
+    except RuntimeError as error:  # fused demanded (by impl or the variable) but not built
+        raise ValueError(f"optimizer.impl={impl}: {error}") from error
+    # What ran, in impl's words (record.implementation.sm3_ran_eager reads it).
     variant, cover = optimizer.defaults["variant"], optimizer.defaults["cover"]
     return optimizer, (
         f"sm3repro.SM3(variant={variant}, cover={cover}, impl={optimizer.implementation})"

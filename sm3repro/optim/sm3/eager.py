@@ -38,7 +38,8 @@ def _along(acc: Tensor, dim: int, ndim: int) -> Tensor:
 
 def _slice_max(x: Tensor, dim: int) -> Tensor:
     """For each index k along ``dim``, the max of x over the slice x.select(dim, k)."""
-    return torch.amax(x, dim=[d for d in range(x.dim()) if d != dim])
+    others = [d for d in range(x.dim()) if d != dim]
+    return torch.amax(x, dim=others) if others else x.clone()  # amax(dim=[]) reduces all
 
 
 def _inverse_root(src: Tensor, out: Tensor | None, eps: float) -> Tensor:
@@ -212,6 +213,8 @@ def dense_step(
 ) -> None:
     """One step of ``param`` on the dense gradient ``grad``, a tile at a time; ``cover`` is
     what ``accs`` represent (:func:`sm3repro.optim.sm3.reference.cover_of`)."""
+    if param.numel() == 0:  # nothing to step (and no tile to take a maximum over)
+        return
     if param.dim() == 0:  # tiles index dimensions: a scalar is a vector of one
         param, grad, accs = param.unsqueeze(0), grad.unsqueeze(0), [accs[0].unsqueeze(0)]
         buf = None if buf is None else buf.unsqueeze(0)

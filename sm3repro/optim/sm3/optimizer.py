@@ -142,7 +142,14 @@ class SM3(Optimizer):
         """What steps the parameters, in impl's words: ``"fused"`` (the kernel, for every
         parameter it can take, :func:`_fusable`; the others go forloop) or ``"forloop"``;
         ``"mixed"`` when the groups differ. Run records name it (``impl=...``)."""
-        ran = {"forloop" if kernel_for(g["impl"]) is None else "fused" for g in self.param_groups}
+        ran = set()
+        for group in self.param_groups:
+            kernel = kernel_for(group["impl"])
+            for p in group["params"]:
+                # The kernel's own limits on the tensor itself (_fusable checks the rest).
+                fits = p.is_cpu and p.dtype in (torch.float32, torch.float64)
+                fits = fits and (group["cover"] != "dims" or p.dim() <= 2)
+                ran.add("fused" if kernel is not None and fits else "forloop")
         return ran.pop() if len(ran) == 1 else "mixed"
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
