@@ -59,8 +59,8 @@ def _filled(data: dict[str, Any], folder: str) -> dict[str, Any]:
         "run_id": data.get("run_id") or folder,
         "experiment": experiment,
         "group": data.get("group") or experiment,
-        "data": data.get("data") or {},
-        "provenance": data.get("provenance") or {},
+        "data": data["data"] if isinstance(data.get("data"), dict) else {},
+        "provenance": data["provenance"] if isinstance(data.get("provenance"), dict) else {},
         "optimizer_impl": data.get("optimizer_impl") or "",
     }
 

@@ -18,10 +18,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sm3repro import study
 from sm3repro.arms.lr_selection.rule import CellChoice
 from sm3repro.io import atomic_write_bytes
 from sm3repro.optim import catalog
-from sm3repro.report import published
 from sm3repro.report import time_to_target as ttt
 
 MIB = 1024**2
@@ -75,7 +75,7 @@ def plot_curves(curves: pd.DataFrame, metrics: dict[str, str], title: str) -> Fi
     ``metrics`` maps a column of ``curves`` to its axis label; every optimizer in ``curves``
     is drawn, in the report's optimizer order.
     """
-    batches = sorted(curves["batch_size"].unique()) or published.BATCH_SIZES
+    batches = sorted(curves["batch_size"].unique()) or list(study.BATCH_SIZES)
     names = catalog.ordered(curves["optimizer"].unique())
     fig = Figure(figsize=(5 * len(batches), 3.6 * len(metrics)), layout="constrained")
     axes = fig.subplots(len(metrics), len(batches), squeeze=False)
@@ -99,7 +99,7 @@ def plot_lr_sensitivity(scores: pd.DataFrame, choices: list[CellChoice]) -> Figu
     """Dev macro LAS against learning rate, one line per optimizer and one panel per batch size,
     each cell's chosen lr starred. ``scores``: the lr grid's rows (lr_selection.records); a
     diverged run (NaN) leaves a gap in its line."""
-    batches = sorted(set(scores["batch_size"]) | set(published.BATCH_SIZES))
+    batches = sorted(set(scores["batch_size"]) | set(study.BATCH_SIZES))
     fig = Figure(figsize=(5 * len(batches), 3.8), layout="constrained")
     axes = fig.subplots(1, len(batches), squeeze=False)[0]
     chosen = {(c.optimizer, c.batch_size): c for c in choices}
