@@ -1,4 +1,4 @@
-// One-pass SM3 steps on CPU for sm3repro.optim.sm3_fused (built with torch's cpp_extension).
+// One-pass SM3 steps on CPU for sm3repro.optim.sm3.fused (built with torch's cpp_extension).
 //
 // Python calls every function with named (keyword-only) arguments, and names the cover and the
 // variant as Python does ("rows"/"dims"/"singleton", "i"/"ii"): nothing is mirrored by position
