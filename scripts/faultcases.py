@@ -1,6 +1,6 @@
 """The fault cases: each injects one fault into real harness processes and returns Outcomes.
 
-Used by tests/test_faults.py (the quick ones, in ``make test``) and scripts/fault_suite.py
+Used by tests/run/test_faults.py (the quick ones, in ``make test``) and scripts/fault_suite.py
 (all of them, printed as a table). ``SUITE`` at the bottom lists every case and the split.
 """
 
@@ -680,14 +680,14 @@ class Case:
     group: str
     name: str
     run: Callable[[Lab], list[Outcome]]
-    in_make_test: bool  # also run by tests/test_faults.py; False: the fault suite only (slow)
+    in_make_test: bool  # also run by tests/run/test_faults.py; False: the fault suite only (slow)
 
 
 def _one(fn: Callable[..., Outcome], *args) -> Callable[[Lab], list[Outcome]]:
     return lambda lab: [fn(lab, *args)]
 
 
-# The treebank cases tests/test_faults.py runs through the CLI; the suite runs them all.
+# The treebank cases tests/run/test_faults.py runs through the CLI; the suite runs them all.
 # Chosen by name when this module loads, so a renamed case fails loudly instead of dropping out.
 CLI_TREEBANK_SAMPLE = select(
     BAD_TREEBANKS,

@@ -1,4 +1,4 @@
-"""Fault injection for the training harness, shared by tests/test_faults.py and
+"""Fault injection for the training harness, shared by tests/run/test_faults.py and
 scripts/fault_suite.py.
 
 Every case injects a real fault into real ``python -m sm3repro.train`` processes (signals,

@@ -46,7 +46,7 @@ SCOPES: dict[str, Scope] = {
     # claim judging: the rules (data) and the comparisons
     "claims": Scope(
         modules={"sm3repro/report/claims.py": (), "sm3repro/report/judge.py": ()},
-        tests=("tests/test_claim_rules.py",),
+        tests=("tests/report/test_claim_rules.py",),
         target=0.90,
         timeout_s=300,
     ),
@@ -63,7 +63,7 @@ SCOPES: dict[str, Scope] = {
                 "table3",
             ),
         },  # fmt: skip
-        tests=("tests/test_report_tables.py",),
+        tests=("tests/report/test_report_tables.py",),
         target=0.90,
         timeout_s=300,
     ),
@@ -72,7 +72,7 @@ SCOPES: dict[str, Scope] = {
     # busy machine they fail without any mutant.
     "resources": Scope(
         modules={"sm3repro/run/resources.py": ()},
-        tests=("tests/test_measurements.py", "tests/test_resources.py"),
+        tests=("tests/run/test_measurements.py", "tests/run/test_resources.py"),
         target=0.80,
         timeout_s=300,
         pytest_args=(
@@ -85,14 +85,14 @@ SCOPES: dict[str, Scope] = {
     # not Python; its tests compare it with the reference step.
     "sm3": Scope(
         modules={"sm3repro/optim/sm3/optimizer.py": ()},
-        tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),
+        tests=("tests/optim/test_sm3.py", "tests/optim/test_sm3_momentum.py"),
         target=0.90,
         timeout_s=600,
     ),
     # the forloop fallback (no compiler, or a parameter the kernel cannot take): its tiles
     "sm3_eager": Scope(
         modules={"sm3repro/optim/sm3/eager.py": ()},
-        tests=("tests/test_sm3.py", "tests/test_sm3_momentum.py"),
+        tests=("tests/optim/test_sm3.py", "tests/optim/test_sm3_momentum.py"),
         target=0.90,
         timeout_s=600,
     ),
@@ -103,7 +103,7 @@ SCOPES: dict[str, Scope] = {
             "sm3repro/run/state.py": ("TrainingState.note_dev", "weight_average"),
             "sm3repro/parser/model.py": ("ChenManningParser.__init__", "ChenManningParser.embed"),
         },
-        tests=("tests/test_selection_and_averaging.py", "tests/test_measurements.py"),
+        tests=("tests/run/test_selection_and_averaging.py", "tests/run/test_measurements.py"),
         target=0.80,
         timeout_s=900,
     ),
@@ -111,7 +111,7 @@ SCOPES: dict[str, Scope] = {
     # tolerances they are judged by, and the budget table
     "memory_verdicts": Scope(
         modules={"sm3repro/arms/memory/verdicts.py": (), "sm3repro/arms/memory/family.py": ()},
-        tests=("tests/test_memory_arm.py",),
+        tests=("tests/arms/test_memory_arm.py",),
         target=0.90,
         timeout_s=600,
         pytest_args=("-m", "not slow"),  # the arm's own processes: minutes, not verdicts
@@ -122,7 +122,7 @@ SCOPES: dict[str, Scope] = {
             "sm3repro/arms/lr_selection/rule.py": (),
             "sm3repro/arms/lr_selection/tuned_config.py": (),
         },
-        tests=("tests/test_lr_selection.py",),
+        tests=("tests/arms/test_lr_selection.py",),
         target=0.90,
         timeout_s=300,
     ),

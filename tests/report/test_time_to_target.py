@@ -157,7 +157,7 @@ def test_spent_alpha_splits_alpha_over_the_looks() -> None:
 def load_decide():
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "decide.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "decide.py"
     spec = importlib.util.spec_from_file_location("decide", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

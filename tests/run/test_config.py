@@ -178,7 +178,7 @@ def test_the_cli_rejects_an_inapplicable_key_in_one_line_without_a_run_folder(
     cmd = [sys.executable, "-m", "sm3repro.train", "optimizer=sm3_ii",
            "optimizer.betas=[0.9,0.99]", "logger=none", f"results_dir={tmp_path / 'results'}",
            f"hydra.run.dir={tmp_path / 'hydra'}", *ewt_overrides]  # fmt: skip
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
@@ -211,7 +211,7 @@ def test_experiments_override_the_top_level_defaults(ewt_overrides):
     assert make_cfg("experiment=smoke", "epochs=3", *ewt_overrides).epochs == 3  # CLI still wins
 
 
-COMMITTED_RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
+COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
 
 
 def _committed_runs() -> dict[str, dict]:

@@ -20,7 +20,7 @@ from sm3repro.data.download import (
     sha256_file,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, refused at once
 DEV = EWT_FILES["dev"]
 

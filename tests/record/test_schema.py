@@ -12,7 +12,7 @@ from sm3repro.record.schema import FINISHED, RunSummary, Status, metrics_row
 # Finished records (the committed ones; a sweep running beside the tests adds unfinished ones).
 RUNS = sorted(
     path
-    for path in (Path(__file__).resolve().parent.parent / "results" / "runs").glob("*/summary.json")
+    for path in (Path(__file__).resolve().parents[2] / "results" / "runs").glob("*/summary.json")
     if json.loads(path.read_text()).get("status") in FINISHED
 )
 

@@ -12,7 +12,7 @@ from sm3repro.metrics import attachment_scores
 from sm3repro.paths import config_dir
 from sm3repro.run.train import run
 
-FIXTURES = Path(__file__).parent / "data"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 # Hand-written, CS224n-style CoNLL-X: ID FORM _ UPOS XPOS _ HEAD DEPREL _ _
 SENTENCES = [
@@ -60,7 +60,7 @@ def test_conllx_files_and_pretrained_vectors_train_end_to_end(tmp_path: Path) ->
     assert summary["final"]["test"]["uas_micro"] >= 0.9, summary["final"]["test"]
 
 
-# Hand-checked scores of tests/data/subtypes-system.conllx against subtypes-gold.conllx (22 words,
+# Hand-checked scores of tests/fixtures/subtypes-system.conllx against subtypes-gold.conllx (22 words,
 # punctuation counted). Per sentence, correct heads / full-label LAS / universal-label LAS:
 #   1 (10 words): 9 / 6 / 8   nmod:poss->nmod, acl:relcl->acl right only up to the colon;
 #                             "that" obj->nsubj wrong either way; "." has the wrong head

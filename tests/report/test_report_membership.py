@@ -19,7 +19,7 @@ from sm3repro.report.results import load_runs
 from sm3repro.report.tables import aggregate, table1
 from sm3repro.run.grid import grid_run_ids
 
-COMMITTED_RUNS = Path(__file__).resolve().parents[1] / "results" / "runs"
+COMMITTED_RUNS = Path(__file__).resolve().parents[2] / "results" / "runs"
 
 
 def committed(experiment: str) -> list[str]:

@@ -232,7 +232,7 @@ def test_protocols_are_entries_that_the_arms_script_and_the_report_share() -> No
     for p in PROTOCOLS:
         for experiment in p.experiments:
             assert (config_dir() / "experiment" / f"{experiment}.yaml").is_file(), experiment
-    run_arms = Path(__file__).resolve().parents[1] / "scripts" / "run_arms.py"
+    run_arms = Path(__file__).resolve().parents[2] / "scripts" / "run_arms.py"
     assert "arms()" in run_arms.read_text()  # the script reads the entries, not a list of its own
 
 

@@ -203,7 +203,7 @@ def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path) -> No
 
     from wandb_offline import read_offline_run
 
-    committed = Path(__file__).resolve().parent.parent / "results" / "memory" / "grid"
+    committed = Path(__file__).resolve().parents[2] / "results" / "memory" / "grid"
     records = sorted(committed.glob("adam-e50-b*.json"))
     assert len(records) == 2  # the arm's committed records at the study's size
     grid = tmp_path / "memory" / "grid"

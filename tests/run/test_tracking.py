@@ -27,7 +27,7 @@ from sm3repro.run.tracking import (
     wandb_safe_id,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = {"name": "wandb", "project": "sm3repro-test", "entity": None, "mode": "offline"}
 
 

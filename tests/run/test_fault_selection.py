@@ -10,7 +10,7 @@ import faultcases as fc
 import pytest
 from faultlib import Bench, Lab, Outcome, UnknownCase, assert_handled, case_outcomes, select
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _outcome(handled: bool) -> Outcome:
