@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
 import pytest
 
-from sm3repro.arms.lr_selection.rule import GRID, as_frame, choose, half_decade, ladder_lr
+from sm3repro.arms.lr_selection.rule import (
+    GRID,
+    as_frame,
+    choose,
+    half_decade,
+    ladder_lr,
+    missing_lrs,
+    rerun_command,
+    still_to_run,
+    sweep_overrides,
+)
 
 
 def _cell(optimizer: str, batch: int, scores: dict[float, float]) -> pd.DataFrame:
@@ -74,3 +85,49 @@ def test_each_cell_is_chosen_on_its_own() -> None:
 def test_two_records_for_one_lr_are_an_error() -> None:
     with pytest.raises(ValueError, match="two records for one lr"):
         choose(_cell("sgd", 64, {0.01: 0.5}).pipe(lambda f: pd.concat([f, f])))
+
+
+def test_the_ladder_stops_at_its_limits() -> None:
+    """A best at the ladder's ends is final: no lr past 10 or below 1e-5 is ever proposed."""
+    top = {0.3: 0.1, 1.0: 0.2, 3.0: 0.3, 10.0: 0.4}
+    (choice,) = choose(_cell("sgd", 64, {**dict.fromkeys(GRID, 0.0), **top}))
+    assert choice.lr == 10.0 and choice.extend_to is None
+    bottom = {1e-5: 0.9, 3e-5: 0.8, 1e-4: 0.7, 3e-4: 0.6}
+    (choice,) = choose(_cell("adam", 64, {**dict.fromkeys(GRID, 0.0), **bottom}))
+    assert choice.lr == 1e-5 and choice.extend_to is None
+    (choice,) = choose(_cell("adam", 64, {**dict.fromkeys(GRID, 0.0), 3e-5: 0.9, 1e-4: 0.1}))
+    assert choice.extend_to == 1e-5  # the limit itself is still on the ladder
+
+
+def test_what_a_cell_still_has_to_run() -> None:
+    assert missing_lrs(None) == list(GRID)
+    (open_cell,) = choose(_cell("adam", 64, {0.003: 0.6, 0.001: 0.7}))
+    assert missing_lrs(open_cell) == [0.0003, 0.01, 0.03, 0.1]  # pending grid + the extension
+    (settled,) = choose(_cell("adam", 64, dict(zip(GRID, (0.1, 0.9, 0.2, 0.1, 0.0), strict=True))))
+    assert missing_lrs(settled) == []
+    cells = [("sgd", 512), ("adam", 64), ("sgd", 64)]
+    other = dataclasses.replace(settled, optimizer="sgd", batch_size=512)
+    todo = still_to_run([open_cell, other], cells)
+    assert todo == [(("adam", 64), [0.0003, 0.01, 0.03, 0.1]), (("sgd", 64), list(GRID))]
+
+
+def test_a_grid_point_counts_as_tried_up_to_float_noise() -> None:
+    scores = {0.001: 0.1, 0.003 * (1 + 1e-12): 0.2, 0.01: 0.9, 0.03: 0.3, 0.1: 0.0}
+    (choice,) = choose(_cell("sgd", 64, scores))
+    assert choice.pending == () and choice.settled
+
+
+def test_the_sweep_runs_exactly_the_missing_lrs_of_one_cell() -> None:
+    overrides = sweep_overrides("sm3_ii", 64, [0.0003, 0.1])
+    assert overrides == ["experiment=lr_grid", "optimizer=sm3_ii", "batch_size=64",
+                         "optimizer.lr=0.0003,0.1"]  # fmt: skip
+    command = rerun_command("sm3_ii", 64, [0.3], ["data.dir=/x"])
+    assert command == ("python -m sm3repro.train -m experiment=lr_grid optimizer=sm3_ii "
+                       "batch_size=64 optimizer.lr=0.3 data.dir=/x")  # fmt: skip
+
+
+def test_the_choices_table_says_what_is_tried_pending_and_settled() -> None:
+    (choice,) = choose(_cell("adam", 512, {0.003: 0.6, 0.001: 0.7, 0.01: 0.5}))
+    row = as_frame([choice]).iloc[0]
+    assert row["lrs_tried"] == "0.001 0.003 0.01" and row["pending"] == "0.03 0.1"
+    assert row["chosen_lr"] == 0.001 and row["extend_to"] == 0.0003 and not row["settled"]
