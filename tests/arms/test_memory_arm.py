@@ -4,8 +4,10 @@ limit, and the report section computed from the records."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -223,3 +225,86 @@ def test_the_arm_logs_its_records_as_a_memory_job_in_wandb(tmp_path: Path) -> No
     assert run["summary"]["grid_cells"] == 2 and run["summary"]["records"] == 2
     [artifact] = [a for a in run["artifacts"] if a["type"] == "memory-records"]
     assert set(artifact["files"]) == {r.name for r in records}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """A grid frame as load_grid makes it, from (optimizer, embed_dim, cost, theory) rows."""
+    base = {"batch_size": 64, "parameters": 200_700_000, "scratch_bytes": None,
+            "optimizer_step_s": 0.01}  # fmt: skip
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_theory_targets_judge_each_optimizer_by_its_tolerance():
+    """Adam and Adagrad: measured within 10% of theory; SM3: at most its state + 16 MiB; the
+    boundaries themselves meet the target, a byte past them does not; SGD has none."""
+    theory = 1000 * MIB
+    rows = [
+        {"optimizer": "sgd", "embed_dim": 10800, "cost_bytes": 0.0, "theory_bytes": 0},
+        {"optimizer": "adam", "embed_dim": 10800, "cost_bytes": theory + theory // 10, "theory_bytes": theory},
+        {"optimizer": "adagrad", "embed_dim": 10800, "cost_bytes": theory - theory // 10 - 1, "theory_bytes": theory},
+        {"optimizer": "sm3_ii", "embed_dim": 10800, "cost_bytes": 6.0 * MIB + 16 * MIB, "theory_bytes": 6 * MIB},
+        {"optimizer": "sm3_i", "embed_dim": 10800, "cost_bytes": 6.0 * MIB + 16 * MIB + 1, "theory_bytes": 6 * MIB},
+        {"optimizer": "adam", "embed_dim": 50, "cost_bytes": 5 * theory, "theory_bytes": theory},
+    ]  # fmt: skip
+    targets = report.theory_targets(_frame(rows)).set_index("optimizer")
+    assert "SGD" not in targets.index  # nothing to judge
+    assert len(targets) == 4  # only the largest width is judged
+    assert targets.loc["Adam", "met"] == "yes" and targets.loc["Adam", "target"] == "within 10%"
+    assert targets.loc["Adagrad", "met"] == "no"
+    assert (
+        targets.loc["SM3-II", "met"] == "yes"
+        and targets.loc["SM3-II", "target"] == "≤ state + 16 MiB"
+    )
+    assert targets.loc["SM3-I", "met"] == "no"
+    assert targets.loc["Adam", "measured / theory"] == "1.100"
+    assert (
+        targets.loc["Adam", "theory MiB"] == "1000.0"
+        and targets.loc["Adam", "parameters"] == "200.7M"
+    )
+
+
+def test_speed_from_needs_sm3_faster_at_every_larger_width():
+    rows = [
+        {"optimizer": o, "embed_dim": e, "optimizer_step_s": s, "cost_bytes": 0.0, "theory_bytes": 0}
+        for o, e, s in [("sm3_ii", 50, 0.1), ("adam", 50, 0.2), ("sm3_ii", 270, 0.3),
+                        ("adam", 270, 0.2), ("sm3_ii", 1080, 0.1), ("adam", 1080, 0.2),
+                        ("sm3_ii", 3230, 0.1), ("adam", 3230, 0.2)]
+    ]  # fmt: skip
+    assert report.speed_from(_frame(rows)) == {64: 1080}  # slower at 270: not from 50
+    slower_at_top = [r if r["embed_dim"] != 3230 or r["optimizer"] != "sm3_ii"
+                     else {**r, "optimizer_step_s": 0.2} for r in rows]  # fmt: skip
+    assert report.speed_from(_frame(slower_at_top)) == {64: None}  # a tie is not faster
+
+
+def test_budget_brackets_without_a_completed_size_and_ignore_failures_below_it(tmp_path):
+    folder = tmp_path / "budget"
+    folder.mkdir()
+    outcomes = {("adam", 800): False, ("adam", 1000): False, ("sm3_ii", 900): False,
+                ("sm3_ii", 1200): True, ("sm3_ii", 1700): False, ("sm3_ii", 1500): False}  # fmt: skip
+    for (opt, embed_dim), ok in outcomes.items():
+        record = {"status": "completed" if ok else "out_of_memory", "optimizer": opt,
+                  "embed_dim": embed_dim, "parameters": 18574 * embed_dim,
+                  "spec": {"limit_bytes": 2 * 1024**3}, "message": f"{opt} e{embed_dim}"}  # fmt: skip
+        (folder / f"{opt}-2gib-e{embed_dim}.json").write_text(json.dumps(record))
+    budget = report.load_budget(tmp_path)
+    assert set(budget["budget_gib"]) == {2.0}  # the limit read from the spec
+    table = report.largest_per_budget(budget).set_index("optimizer")
+    assert pd.isna(table.loc["adam", "largest_parameters"])
+    assert table.loc["adam", "next_fails_parameters"] == 18574 * 800
+    assert table.loc["sm3_ii", "largest_embed_dim"] == 1200
+    assert table.loc["sm3_ii", "next_fails_parameters"] == 18574 * 1500  # the smallest above
+    assert table.loc["sm3_ii", "next_fails_message"] == "sm3_ii e1500"
+
+
+def test_grid_cost_needs_sgd_at_the_same_width_and_batch(tmp_path):
+    grid = tmp_path / "memory" / "grid"
+    grid.mkdir(parents=True)
+    for opt, batch, peak in (("sgd", 64, 400.0), ("adam", 64, 410.0), ("adam", 512, 420.0)):
+        record = _grid_record(opt, 50, batch, peak, 0)
+        (grid / f"{opt}-e50-b{batch}.json").write_text(json.dumps(record))
+    oom = {**_grid_record("sm3_ii", 50, 64, 1.0, 0), "status": "out_of_memory"}
+    (grid / "sm3_ii-e50-b64.json").write_text(json.dumps(oom))  # not a completed cell
+    frame = report.load_grid(tmp_path / "memory").set_index(["optimizer", "batch_size"])
+    assert frame.loc[("adam", 64), "cost_bytes"] == 10 * MIB
+    assert math.isnan(frame.loc[("adam", 512), "cost_bytes"])  # no SGD at batch 512
+    assert "sm3_ii" not in frame.index.get_level_values("optimizer")
