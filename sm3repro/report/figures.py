@@ -32,6 +32,7 @@ def save(fig: Figure, path_stem: Path, formats: Sequence[str] = ("png", "pdf")) 
     """The figure in each format beside each other, each written whole (readers never see half
     a figure)."""
     FigureCanvasAgg(fig)  # render with Agg, without touching pyplot's global backend
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in formats:
         path = path_stem.with_suffix(f".{ext}")

@@ -159,7 +159,7 @@ def test_a_bad_optimizer_config_fails_before_any_data_is_loaded(
     def must_not_load(*args, **kwargs):
         raise AssertionError("data loaded before the optimizer config was checked")
 
-    monkeypatch.setattr(train, "load_data", must_not_load)
+    monkeypatch.setattr(train, "load_data_once", must_not_load)
     monkeypatch.setattr(train, "load_data_once", must_not_load)
     cfg = make_cfg("optimizer=sm3_ii", "optimizer.betas=[0.9,0.99]", "logger=none",
                    f"results_dir={tmp_path}", *ewt_overrides)  # fmt: skip
