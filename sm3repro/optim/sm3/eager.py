@@ -188,7 +188,9 @@ def _sm3_i(step: _Tiled, sets: Sets) -> None:
         if dim != outer:
             acc.add_(gathered[dim])
     for span, tiles in step.groups:
-        outer_inverse = _along(_inverse_root(outer_acc[span], None, step.eps), outer, ndim)
+        # The range buffer is free again: the outer roots go there (no range-sized temporary).
+        roots = _inverse_root(outer_acc[span], spans[: span.stop - span.start], step.eps)
+        outer_inverse = _along(roots, outer, ndim)
         for tile in tiles:
             precond = outer_inverse  # rows cover: the row factor broadcasts in the update
             for dim, acc in sets:
