@@ -202,7 +202,8 @@ def _check_values(cfg: DictConfig) -> None:
     if cfg.optimizer.lr is None:  # an lr_table lookup found no entry for this cell
         raise ConfigError(
             f"optimizer.lr is unset: lr_table has no lr for {cfg.optimizer.name} at batch "
-            f"{cfg.batch_size} (rerun `python -m sm3repro.arms.lr_selection --write-tuned`)"
+            f"{cfg.batch_size}: `python -m sm3repro.arms.lr_selection` lists the lr-grid runs it "
+            "still needs; after them, `... --write-tuned` writes its lr"
         )
     positive = {
         "optimizer.lr": cfg.optimizer.lr,
