@@ -1067,7 +1067,7 @@ def test_wide_sparse_rows_split_by_columns_equal_the_dense_step() -> None:
 def test_scratch_stays_bounded_for_a_wide_matrix(impl: str, limit_mib: int, variant: str) -> None:
     """Per-thread column maxima of a 600,000-column matrix would be 2 x 2.4 MB (plus SM3-I's
     column inverses): split by columns, the fused step needs a few KB. The forloop step works in
-    tiles of 512 KiB (one row x 131,072 columns here), where whole rows took 4.8 MB each."""
+    tiles of 256 KiB (one row x 65,536 columns here), where whole rows took 4.8 MB each."""
     torch.set_num_threads(2)  # the autouse fixture restores it
     param = nn.Parameter(torch.zeros(20, 600_000))
     param.grad = torch.full_like(param, 0.5)
