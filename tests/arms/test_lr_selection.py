@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from sm3repro.arms.lr_selection.rule import (
     GRID,
@@ -19,6 +20,13 @@ from sm3repro.arms.lr_selection.rule import (
     still_to_run,
     sweep_overrides,
 )
+from sm3repro.arms.lr_selection.tuned_config import (
+    configured_path,
+    out_of_date,
+    tuned_yaml,
+    write_tuned,
+)
+from sm3repro.run.grid import config_dir
 
 
 def _cell(optimizer: str, batch: int, scores: dict[float, float]) -> pd.DataFrame:
@@ -131,3 +139,55 @@ def test_the_choices_table_says_what_is_tried_pending_and_settled() -> None:
     row = as_frame([choice]).iloc[0]
     assert row["lrs_tried"] == "0.001 0.003 0.01" and row["pending"] == "0.03 0.1"
     assert row["chosen_lr"] == 0.001 and row["extend_to"] == 0.0003 and not row["settled"]
+
+
+def test_the_top_limit_itself_is_still_proposed() -> None:
+    scores = {**dict.fromkeys(GRID, 0.0), 0.3: 0.1, 1.0: 0.2, 3.0: 0.3}
+    (choice,) = choose(_cell("sgd", 64, scores))
+    assert choice.lr == 3.0 and choice.extend_to == 10.0
+
+
+def test_choices_keep_the_records_order_and_cannot_be_edited() -> None:
+    frame = pd.concat([_cell("sgd", 512, {0.01: 0.5}), _cell("adam", 64, {0.01: 0.5})])
+    choices = choose(frame)
+    assert [(c.optimizer, c.batch_size) for c in choices] == [("sgd", 512), ("adam", 64)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        choices[0].lr = 0.1
+
+
+def _choices_and_scores() -> tuple[list, pd.DataFrame]:
+    rows = []
+    for optimizer, batch, best in (("sgd", 512, 0.1), ("sgd", 64, 0.03), ("adam", 64, 0.003)):
+        for lr in GRID:
+            rows.append({"optimizer": optimizer, "batch_size": batch, "lr": lr,
+                         "dev_las_macro": 0.9 if lr == best else 0.5,
+                         "run_id": f"{optimizer}-b{batch}-{lr:g}"})  # fmt: skip
+    scores = pd.DataFrame(rows)
+    return choose(scores), scores
+
+
+def test_the_tuned_config_holds_one_lr_per_cell_with_its_record(tmp_path) -> None:
+    choices, scores = _choices_and_scores()
+    text = tuned_yaml(choices, scores, "results")
+    table = OmegaConf.create(text)["lr_table"]
+    assert {opt: dict(cells) for opt, cells in table.items()} == {
+        "sgd": {"b64": 0.03, "b512": 0.1}, "adam": {"b64": 0.003},
+    }  # fmt: skip
+    sgd = text[text.index("  sgd:") : text.index("  adam:")]
+    assert sgd.index("b64:") < sgd.index("b512:")  # batches in order within an optimizer
+    assert "b512: 0.1  # dev LAS macro 0.9000, sgd-b512-0.1; UNSETTLED (provisional)" in sgd
+    assert "b64: 0.03  # dev LAS macro 0.9000, sgd-b64-0.03; settled" in sgd
+    path = tmp_path / "tuned.yaml"
+    write_tuned(path, choices, scores, "results")
+    assert path.read_text() == text and out_of_date(choices, path) == []
+
+
+def test_out_of_date_names_every_cell_the_config_lacks_or_differs_on(tmp_path) -> None:
+    choices, _ = _choices_and_scores()
+    path = tmp_path / "tuned.yaml"
+    path.write_text("lr_table:\n  sgd:\n    b64: 0.03\n    b512: 0.3\n")
+    assert out_of_date(choices, path) == ["sgd@512", "adam@64"]  # another lr; no entry at all
+    path.write_text("experiment_name: tuned_lr\n")  # no table
+    assert out_of_date(choices, path) == ["sgd@512", "sgd@64", "adam@64"]
+    assert configured_path() == config_dir() / "experiment" / "tuned_lr.yaml"
+    assert configured_path().is_file()
