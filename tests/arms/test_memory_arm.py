@@ -308,3 +308,54 @@ def test_grid_cost_needs_sgd_at_the_same_width_and_batch(tmp_path):
     assert frame.loc[("adam", 64), "cost_bytes"] == 10 * MIB
     assert math.isnan(frame.loc[("adam", 512), "cost_bytes"])  # no SGD at batch 512
     assert "sm3_ii" not in frame.index.get_level_values("optimizer")
+
+
+def test_theory_table_figures_and_rows_left_out():
+    """MiB figures of the theory table; a row without SGD's baseline (NaN cost) is left out."""
+    theory = 1000 * MIB
+    rows = [
+        {"optimizer": "adam", "embed_dim": 10800, "cost_bytes": theory + theory // 10,
+         "theory_bytes": theory, "scratch_bytes": 2 * MIB},
+        {"optimizer": "adagrad", "embed_dim": 10800, "cost_bytes": math.nan, "theory_bytes": theory},
+    ]  # fmt: skip
+    targets = report.theory_targets(_frame(rows)).set_index("optimizer")
+    assert list(targets.index) == ["Adam"]  # Adagrad has no SGD run to subtract
+    assert targets.loc["Adam", "measured MiB (peak RSS − SGD's)"] == "1100.0"
+    assert targets.loc["Adam", "scratch MiB"] == "2.0"
+
+
+def test_speed_from_stops_where_adam_has_no_cell():
+    rows = [
+        {"optimizer": o, "embed_dim": e, "optimizer_step_s": s, "cost_bytes": 0.0, "theory_bytes": 0}
+        for o, e, s in [("sm3_ii", 50, 0.1), ("adam", 50, 0.2), ("sm3_ii", 270, 0.1)]
+    ]  # fmt: skip
+    assert report.speed_from(_frame(rows)) == {64: None}
+
+
+def test_loaders_skip_records_that_are_not_objects_and_keep_a_plain_index(tmp_path):
+    grid = tmp_path / "memory" / "grid"
+    grid.mkdir(parents=True)
+    for opt, embed_dim in (("sgd", 270), ("adam", 50), ("sgd", 50)):
+        record = _grid_record(opt, embed_dim, 64, 400.0, 0)
+        (grid / f"{opt}-e{embed_dim}-b64.json").write_text(json.dumps(record))
+    (grid / "list.json").write_text("[1, 2]")  # valid JSON, not a record
+    frame = report.load_grid(tmp_path / "memory")
+    assert list(frame.columns).count("index") == 0 and list(frame.index) == [0, 1, 2]
+    pairs = list(zip(frame.embed_dim, frame.optimizer, strict=True))
+    assert pairs == [(50, "adam"), (50, "sgd"), (270, "sgd")]
+
+
+def test_a_failure_at_the_largest_completed_size_is_not_the_next_one(tmp_path):
+    folder = tmp_path / "budget"
+    folder.mkdir()
+    for name, (embed_dim, ok) in {
+        "a": (1000, True),
+        "b": (1000, False),
+        "c": (1200, False),
+    }.items():
+        record = {"status": "completed" if ok else "out_of_memory", "optimizer": "adam",
+                  "embed_dim": embed_dim, "parameters": 18574 * embed_dim,
+                  "limit_bytes": 1024**3, "message": name}  # fmt: skip
+        (folder / f"adam-{name}.json").write_text(json.dumps(record))
+    table = report.largest_per_budget(report.load_budget(tmp_path)).set_index("optimizer")
+    assert table.loc["adam", "next_fails_parameters"] == 18574 * 1200
