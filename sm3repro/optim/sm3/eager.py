@@ -141,13 +141,18 @@ def _adagrad(step: _Tiled, acc: Tensor) -> None:
             step.update(tile, _inverse_root(mu, step.scratch(grad), step.eps))
 
 
+def _accumulation(step: _Tiled, sets: Sets) -> tuple[Tensor, dict[int, Tensor], Tensor]:
+    """What both variants accumulate into: the outer dimension's accumulator (written range by
+    range), zeroed maxima of the other dimensions (written at the end), and the range buffer."""
+    gathered = {dim: torch.zeros_like(acc) for dim, acc in sets if dim != step.outer}
+    return dict(sets)[step.outer], gathered, step.span_buffer()
+
+
 def _sm3_ii(step: _Tiled, sets: Sets) -> None:
     """nu = min over the sets holding a coordinate + g^2; then mu(r) = max of nu over S_r,
     afresh (the old values entered through nu only)."""
     ndim, outer = step.param.dim(), step.outer
-    outer_acc = dict(sets)[outer]
-    gathered = {dim: torch.zeros_like(acc) for dim, acc in sets if dim != outer}
-    spans = step.span_buffer()
+    outer_acc, gathered, spans = _accumulation(step, sets)
     for span, tiles in step.groups:
         best = spans[: span.stop - span.start].zero_()
         for tile in tiles:
@@ -174,9 +179,7 @@ def _sm3_i(step: _Tiled, sets: Sets) -> None:
     1/sqrt is decreasing, 1/sqrt(min(a, b)) = max(1/sqrt(a), 1/sqrt(b)) (with eps too): roots
     of the short accumulators only, then a broadcast max, no full-size square root."""
     ndim, outer = step.param.dim(), step.outer
-    outer_acc = dict(sets)[outer]
-    gathered = {dim: torch.zeros_like(acc) for dim, acc in sets if dim != outer}
-    spans = step.span_buffer()
+    outer_acc, gathered, spans = _accumulation(step, sets)
     for span, tiles in step.groups:
         best = spans[: span.stop - span.start].zero_()
         for tile in tiles:
