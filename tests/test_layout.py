@@ -24,7 +24,10 @@ def _modules() -> list[Path]:
 
 
 def test_no_module_over_the_line_limit() -> None:
-    long = {str(p.relative_to(ROOT)): n for p in _modules()
+    # the C++ kernel's sources too: they are read as modules are
+    sources = [*_modules(), *sorted(PACKAGE.rglob("*.cpp"))]
+    assert any(p.suffix == ".cpp" for p in sources)
+    long = {str(p.relative_to(ROOT)): n for p in sources
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}  # fmt: skip
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 

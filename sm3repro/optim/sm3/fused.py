@@ -1,6 +1,8 @@
-"""The fused CPU kernel for SM3 (``kernel.cpp``): built at first use, cached on disk.
+"""The fused CPU kernel for SM3 (``kernel_updates.cpp``, ``kernel.cpp``): built at first use,
+cached on disk.
 
-:func:`kernel` compiles the C++ source with ``torch.utils.cpp_extension.load_inline`` into a
+:func:`kernel` compiles the C++ sources (the update arithmetic per cover, then the entry points
+and bindings, as one unit) with ``torch.utils.cpp_extension.load_inline`` into a
 directory keyed by a hash of the source, the compiler flags, torch's and Python's versions and
 the CPU's instruction-set flags, so a later process (or a later run) loads the built library in
 under a second. The cold build took 34-66 s on this two-core machine lightly loaded and 150-220 s
@@ -30,7 +32,8 @@ import torch
 
 __all__ = ["build_seconds", "kernel", "kernel_name"]
 
-_SOURCE = Path(__file__).with_name("kernel.cpp")
+# One translation unit in this order: the arithmetic, then the entry points that call it.
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("kernel_updates.cpp", "kernel.cpp"))
 # No -ffast-math: linked into a shared library it would flush denormals process-wide. These
 # flags only let the compiler vectorize the max-reductions and skip errno on sqrt.
 _CFLAGS = [
@@ -64,7 +67,7 @@ def kernel_name() -> str:
     """Module name: changes whenever the source, flags, torch, Python or the CPU changes."""
     key = "\n".join(
         [
-            _SOURCE.read_text(encoding="utf-8"),
+            *(source.read_text(encoding="utf-8") for source in _SOURCES),
             " ".join(_cflags()),
             torch.__version__,
             sys.version,
@@ -103,7 +106,8 @@ def kernel() -> Any | None:
         start = time.perf_counter()
         module = load_inline(
             name=name,
-            cpp_sources=[_SOURCE.read_text(encoding="utf-8")],  # with its PYBIND11_MODULE
+            # load_inline joins these into one file; kernel.cpp has the PYBIND11_MODULE
+            cpp_sources=[source.read_text(encoding="utf-8") for source in _SOURCES],
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),
