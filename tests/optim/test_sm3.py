@@ -678,6 +678,28 @@ def test_fused_kernel_reports_itself() -> None:
     assert mixed.implementation == "mixed"
 
 
+@needs_fused_kernel
+def test_the_kernel_steps_what_the_implementation_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``implementation`` names is what steps: a float32 matrix (dims cover), a 3-D tensor
+    under the rows cover and a vector all go to the kernel, none forloop; a 3-D tensor under the
+    dims cover is one the kernel cannot take, and is named forloop."""
+
+    def no_forloop(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a parameter the kernel takes was stepped forloop")
+
+    monkeypatch.setattr(sm3_eager, "dense_step", no_forloop)
+    for cover, shape in (("dims", (4, 3)), ("rows", (2, 3, 4)), ("dims", (5,))):
+        param = nn.Parameter(torch.ones(shape))
+        optimizer = SM3([param], cover=cover, impl="fused")
+        assert optimizer.implementation == "fused", (cover, shape)
+        param.grad = torch.ones(shape)
+        optimizer.step()
+        assert torch.all(param.detach() < 1), (cover, shape)
+    monkeypatch.undo()
+    cube = nn.Parameter(torch.ones(2, 3, 4))
+    assert SM3([cube], cover="dims", impl="fused").implementation == "forloop"
+
+
 def test_without_a_compiler_sm3_falls_back_to_forloop(monkeypatch: pytest.MonkeyPatch) -> None:
     param = nn.Parameter(torch.zeros(3, 2))
     assert SM3([param], impl="forloop").implementation == "forloop"
