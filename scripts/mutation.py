@@ -103,7 +103,12 @@ SCOPES: dict[str, Scope] = {
             "sm3repro/run/state.py": ("TrainingState.note_dev", "weight_average"),
             "sm3repro/parser/model.py": ("ChenManningParser.__init__", "ChenManningParser.embed"),
         },
-        tests=("tests/run/test_selection_and_averaging.py", "tests/run/test_measurements.py"),
+        # the training loop's tests, and the one reading the dev points evaluate_epoch records
+        tests=(
+            "tests/run/test_selection_and_averaging.py",
+            "tests/run/test_measurements.py",
+            "tests/run/test_step_timing.py::test_dev_points_lie_on_the_training_time_axis",
+        ),
         target=0.80,
         timeout_s=900,
     ),
@@ -251,8 +256,8 @@ def prepare(name: str, scope: Scope) -> tuple[Path, Path, Path]:
 
 
 def reopen_survivors(name: str, scope: Scope) -> tuple[Path, Path, Path]:
-    """The stopped or finished session with the working tree's tests copied in and its survivors
-    pending again: after adding tests, only the mutants that survived run again."""
+    """The stopped or finished session with the working tree's tests and the scope's test list
+    in, and its survivors pending again: after adding tests, only the survivors run again."""
     import sqlite3
 
     from cosmic_ray.work_db import WorkDB, use_db
@@ -267,6 +272,7 @@ def reopen_survivors(name: str, scope: Scope) -> tuple[Path, Path, Path]:
         raise SystemExit(f"{', '.join(changed)} changed since the session began: run it afresh")
     shutil.rmtree(tree / "tests")
     shutil.copytree(ROOT / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    config.write_text(config_text(scope))  # the scope's test list as it is now
     with use_db(str(session), WorkDB.Mode.open) as db:
         survived = [
             (item.job_id,)
