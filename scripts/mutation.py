@@ -46,7 +46,12 @@ SCOPES: dict[str, Scope] = {
     # claim judging: the rules (data) and the comparisons
     "claims": Scope(
         modules={"sm3repro/report/claims.py": (), "sm3repro/report/judge.py": ()},
-        tests=("tests/report/test_claim_rules.py",),
+        # and the tests of the claims' entries as records (tiers, named optimizers, their words)
+        tests=(
+            "tests/report/test_claim_rules.py",
+            "tests/report/test_report_membership.py::test_tiers_and_named_optimizers_are_entries_of_the_claims",
+            "tests/report/test_report_membership.py::test_each_claim_is_one_complete_record",
+        ),
         target=0.90,
         timeout_s=300,
     ),

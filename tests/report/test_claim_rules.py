@@ -17,8 +17,23 @@ import pandas as pd
 import pytest
 
 from sm3repro.optim import catalog
-from sm3repro.report.claims import CLAIMS, judge_all, judge_claims, thresholds
-from sm3repro.report.judge import Check, CheckResult, Claim, ClaimResult, Op, Stat, compare, judge
+from sm3repro.report.claims import CLAIMS, claim_by_number, judge_all, judge_claims, thresholds
+from sm3repro.report.eager import EAGER_MARK
+from sm3repro.report.judge import (
+    INTERVALS,
+    MEMORY_ARM,
+    SUBJECT,
+    Check,
+    CheckResult,
+    Claim,
+    ClaimResult,
+    Op,
+    Stat,
+    Tier,
+    compare,
+    judge,
+    run_check,
+)
 
 # Seed means per (optimizer, batch): every check of every claim passes with a wide margin. None
 # of these are the study's numbers.
@@ -359,3 +374,62 @@ def test_compare_without_a_tolerance_uses_none() -> None:
     assert compare(">>", below, above) is False and compare(">>", above, below) is True
     assert compare("<~", above, below) is False and compare(">~", below, above) is False
     assert compare("~", Stat(1.0, 0.0, 3), Stat(1.0, 0.0, 3)) is True
+
+
+def test_a_claim_is_found_by_its_number() -> None:
+    for claim in CLAIMS:
+        assert claim_by_number(claim.number) is claim
+
+
+def test_tiers_are_picked_by_how_they_are_judged() -> None:
+    claim = claim_by_number(3)
+    by_intervals = claim.tiers_judged_by(INTERVALS)
+    assert by_intervals and all(t.judged_by == INTERVALS for t in by_intervals)
+    assert claim.tiers_judged_by(MEMORY_ARM) == ()
+    memory = claim_by_number(6).tiers_judged_by(MEMORY_ARM)
+    assert memory and all(t.judged_by == MEMORY_ARM for t in memory)
+
+
+def test_a_tiered_claim_reads_sm3_ii_even_when_no_check_names_it() -> None:
+    tier = Tier("fixed epochs", INTERVALS, figure="runtime_s")
+    tiered = Claim(9, "s", "r", checks=(), tiers=(tier,), below=("adam",), about=("sgd",))
+    assert tiered.optimizers == {SUBJECT, "adam", "sgd"}
+    assert Claim(9, "s", "r", checks=(), below=("adam",)).optimizers == {"adam"}
+
+
+def test_the_deciding_lines_are_the_failures_else_the_undecided_else_all() -> None:
+    claim = claim_by_number(4)  # two or more checks on one quantity
+    assert len(claim.checks) >= 3
+    a, b = Stat(1.0, 0.1, 3), Stat(2.0, 0.1, 3)
+
+    def judged(*outcomes: bool | None) -> ClaimResult:
+        checks = claim.checks[: len(outcomes)]
+        return ClaimResult(
+            claim, tuple(CheckResult(c, a, b, o) for c, o in zip(checks, outcomes, strict=True))
+        )
+
+    mixed = judged(True, None, False)
+    lines = [r.line for r in mixed.checks]
+    assert mixed.deciding == [lines[2]]
+    undecided = judged(True, None, None)
+    assert undecided.deciding == [r.line for r in undecided.checks][1:]
+    holds = judged(True, True)
+    assert holds.deciding == [r.line for r in holds.checks]
+    missing = ClaimResult(claim, (CheckResult(claim.checks[0], None, None, None, ("adam@64",)),))
+    assert missing.deciding == []
+
+
+def test_only_timings_of_cells_with_sm3s_eager_runs_are_marked() -> None:
+    timing = next(c for c in claim_by_number(3).checks if c.quantity.timing)
+    other = next(c for c in claim_by_number(5).checks if not c.quantity.timing)
+    frame = stats_frame(BASE)
+    assert not run_check(timing, frame).eager  # no sm3_eager column: nothing to mark
+    frame["sm3_eager"] = 0
+    assert not run_check(timing, frame).eager
+    assert EAGER_MARK not in run_check(timing, frame).line
+    frame.loc[(timing.subject, timing.batch), "sm3_eager"] = 1
+    judged = run_check(timing, frame)
+    assert judged.eager and judged.line.endswith(EAGER_MARK)
+    frame.loc[(other.subject, other.batch), "sm3_eager"] = 1
+    assert not run_check(other, frame).eager  # test scores are no timing
+    assert not CheckResult(timing, Stat(1, 0, 3), Stat(2, 0, 3), True).eager  # unmarked by default
