@@ -248,6 +248,10 @@ def test_one_seed_is_judged_on_means_and_says_so() -> None:
     assert result(4, two).verdict == "holds"
 
 
+def test_a_result_without_checks_is_inconclusive_and_claims_no_single_seed() -> None:
+    assert ClaimResult(CLAIMS[0], ()).verdict == "inconclusive"
+
+
 def test_missing_std_counts_as_no_spread() -> None:
     stats = stats_frame(BASE)
     stats.loc[("adam", 64), "cpu_s_per_1k_std"] = math.nan  # one seed of Adam
@@ -361,6 +365,7 @@ def test_rules_and_results_are_immutable() -> None:
         (claim, "rule"),
         (claim.checks[0], "op"),
         (claim.checks[0].threshold, "value"),
+        (claim_by_number(3).tiers[0], "name"),
         (judged, "checks"),
         (judged.checks[0], "outcome"),
         (judged.checks[0].subject, "mean"),
