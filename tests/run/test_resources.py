@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from sm3repro.run import resources
 from sm3repro.run.resources import (
     ResourceMeter,
     current_rss_bytes,
@@ -184,3 +185,26 @@ def test_a_competing_process_flags_the_run_contended() -> None:
         assert measured["contended"] is True
     assert totals["cpu_percent"] < 10.0  # the spinner's time is not ours
     assert totals["system_busy_s"] >= totals["cpu_s"]
+
+
+def test_malloc_keeps_large_buffers_mapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tune_malloc raises glibc's mmap threshold to 256 MiB and its trim threshold to 512 MiB
+    (mallopt's M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1), and without glibc does nothing."""
+    calls: list[tuple[int, int]] = []
+
+    class FakeLibc:
+        def mallopt(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 1
+
+    opened: list[str] = []
+    monkeypatch.setattr(resources.ctypes, "CDLL", lambda name: opened.append(name) or FakeLibc())
+    resources.tune_malloc()
+    assert opened == ["libc.so.6"]
+    assert calls == [(-3, 256 * 2**20), (-1, 512 * 2**20)]
+
+    def no_glibc(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(resources.ctypes, "CDLL", no_glibc)
+    resources.tune_malloc()  # no error: other platforms keep their allocator's defaults
