@@ -698,6 +698,34 @@ def test_the_kernel_steps_what_the_implementation_names(monkeypatch: pytest.Monk
     monkeypatch.undo()
     cube = nn.Parameter(torch.ones(2, 3, 4))
     assert SM3([cube], cover="dims", impl="fused").implementation == "forloop"
+    half = nn.Parameter(torch.ones(3, 2, dtype=torch.float16))  # a dtype the kernel lacks
+    assert SM3([half], impl="fused").implementation == "forloop"
+
+
+@needs_fused_kernel
+def test_an_uncoalesced_sparse_gradient_is_summed_by_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Duplicate rows of an embedding's gradient are summed in one pass by the kernel (torch's
+    coalesce sorts them); an already coalesced gradient needs no summing."""
+    module = sm3_fused.kernel()
+    summed: list[int] = []
+    original = module.sum_duplicate_rows
+
+    def counting(**kwargs: object) -> list[torch.Tensor]:
+        summed.append(1)
+        return original(**kwargs)
+
+    monkeypatch.setattr(module, "sum_duplicate_rows", counting)
+    table = nn.Embedding(10, 4, sparse=True)
+    optimizer = SM3(table.parameters(), impl="fused")
+    table(torch.tensor([1, 3, 1, 7])).sum().backward()
+    assert not table.weight.grad.is_coalesced()
+    optimizer.step()
+    assert summed == [1]
+    table.weight.grad = table.weight.grad.coalesce()
+    optimizer.step()
+    assert summed == [1]
 
 
 def test_without_a_compiler_sm3_falls_back_to_forloop(monkeypatch: pytest.MonkeyPatch) -> None:
