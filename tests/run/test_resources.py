@@ -208,3 +208,5 @@ def test_malloc_keeps_large_buffers_mapped(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(resources.ctypes, "CDLL", no_glibc)
     resources.tune_malloc()  # no error: other platforms keep their allocator's defaults
+    monkeypatch.setattr(resources.ctypes, "CDLL", lambda name: object())  # a libc without mallopt
+    resources.tune_malloc()
