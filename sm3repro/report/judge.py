@@ -76,8 +76,8 @@ class Stat:
 
 
 def _rel(a: float, b: float) -> float:
-    if b == 0:
-        return 0.0 if a == b else math.copysign(math.inf, a - b)
+    if b == 0:  # no scale to be relative to: equal, or infinitely far on a's side
+        return 0.0 if a == 0 else math.copysign(math.inf, a)
     return (a - b) / abs(b)
 
 
@@ -226,7 +226,7 @@ class ClaimResult:
         if self.missing:
             return f"inconclusive (no data for {', '.join(self.missing)})"
         verdict = verdict_of(r.outcome for r in self.checks)
-        one_seed = min((s.n for r in self.checks for s in (r.subject, r.other)), default=2) == 1
+        one_seed = any(s.n == 1 for r in self.checks for s in (r.subject, r.other))
         return verdict + (" (n=1: no seed spread, judged on means)" if one_seed else "")
 
     @property

@@ -438,3 +438,11 @@ def test_only_timings_of_cells_with_sm3s_eager_runs_are_marked() -> None:
     frame.loc[(other.subject, other.batch), "sm3_eager"] = 1
     assert not run_check(other, frame).eager  # test scores are no timing
     assert not CheckResult(timing, Stat(1, 0, 3), Stat(2, 0, 3), True).eager  # unmarked by default
+
+
+def test_a_check_without_a_threshold_compares_exactly() -> None:
+    check = dataclasses.replace(CLAIMS[0].checks[0], op=Op.WITHIN_EITHER_SIDE, threshold=None)
+    assert check.rel == 0.0 and check.op.symbol(check.rel) == "≈ (±0%)"
+    same, other = Stat(1.0, 0.5, 3), Stat(1.01, 0.5, 3)
+    assert compare(check.op, same, same, check.rel) is True
+    assert compare(check.op, same, other, check.rel) is None  # off by 1%, spreads overlap
