@@ -63,11 +63,17 @@ def _cflags() -> list[str]:
     return _CFLAGS + (["-march=native"] if _cpu_flags() else [])
 
 
+@cache
+def _source_texts() -> tuple[str, ...]:
+    # read once per process: the cache key and the build both need them
+    return tuple(source.read_text(encoding="utf-8") for source in _SOURCES)
+
+
 def kernel_name() -> str:
     """Module name: changes whenever the source, flags, torch, Python or the CPU changes."""
     key = "\n".join(
         [
-            *(source.read_text(encoding="utf-8") for source in _SOURCES),
+            *_source_texts(),
             " ".join(_cflags()),
             torch.__version__,
             sys.version,
@@ -107,7 +113,7 @@ def kernel() -> Any | None:
         module = load_inline(
             name=name,
             # load_inline joins these into one file; kernel.cpp has the PYBIND11_MODULE
-            cpp_sources=[source.read_text(encoding="utf-8") for source in _SOURCES],
+            cpp_sources=list(_source_texts()),
             extra_cflags=_cflags(),
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_dir),
